@@ -1,0 +1,161 @@
+//! Wiring of `serve`: the HTTP server, the start-up sequence and the worker in one process, with one shutdown
+//! signal fanned out to every task (a `watch` channel: each task sees the flip, finishes what it is doing, and
+//! returns; [`Service::shutdown`] waits for all of them within the deadline).
+//!
+//! Start-up never waits for the database before listening: `/health_check` answers at once, the reports answer
+//! 503 until the first snapshot is loaded, and migrations are retried with backoff while the database is down.
+
+use slog::{error, info, warn, Logger};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cache::ReportCache;
+use crate::config::Config;
+use crate::db;
+use crate::http::{self, AppState};
+use crate::refresh::Mode;
+use crate::worker::{self, backoff, Refresher, WorkerStats};
+
+/// A running service.
+pub struct Service {
+    pub addr: SocketAddr,
+    pub cache: Arc<ReportCache>,
+    pub stats: Arc<WorkerStats>,
+    shutdown_tx: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    background: JoinHandle<()>,
+    log: Logger,
+}
+
+/// This replica's name in the run history: the pod name on Kubernetes, else the host name.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Starts the service on `listener` (bind it to port 0 in tests).
+pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Result<Service> {
+    let addr = listener.local_addr()?;
+    let pool = db::pool(
+        &config.database.connection_string(),
+        config.pool_size,
+        config.statement_timeout,
+    );
+    let cache = Arc::new(ReportCache::new());
+    let stats = Arc::new(WorkerStats::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let state = Arc::new(AppState {
+        cache: Arc::clone(&cache),
+        readiness_max_age: config.readiness_max_age,
+    });
+    let http = tokio::spawn(http::serve(
+        listener,
+        state,
+        shutdown_rx.clone(),
+        config.shutdown_timeout,
+        log.new(slog::o!("task" => "http")),
+    ));
+
+    let refresher = Refresher {
+        pool,
+        cache: Arc::clone(&cache),
+        stats: Arc::clone(&stats),
+        host: host_name(),
+        log: log.new(slog::o!("task" => "worker")),
+    };
+    let schedule = config.refresh_schedule.clone();
+    let background = tokio::spawn(background(refresher, schedule, shutdown_rx));
+    info!(log, "listening"; "addr" => %addr, "database" => config.database.redacted());
+    Ok(Service {
+        addr,
+        cache,
+        stats,
+        shutdown_tx,
+        http,
+        background,
+        log,
+    })
+}
+
+/// Migrate (retrying while the database is unreachable), load what the rollups already hold, then run the worker.
+async fn background(refresher: Refresher, schedule: String, mut shutdown: watch::Receiver<bool>) {
+    let log = refresher.log.clone();
+    let mut attempt = 0u32;
+    loop {
+        match refresher.migrate().await {
+            Ok(applied) => {
+                info!(log, "database schema up to date"; "applied" => applied.join(","));
+                break;
+            }
+            Err(e) => {
+                attempt += 1;
+                let delay = backoff(attempt);
+                if attempt == 1 {
+                    error!(log, "cannot migrate the database; retrying"; "error" => %e);
+                } else {
+                    warn!(log, "still cannot migrate the database"; "error" => %e, "attempt" => attempt);
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    if let Err(e) = refresher.reload().await {
+        warn!(log, "cannot load existing rollups before the first refresh"; "error" => %e);
+    }
+    if let Err(e) = worker::run(refresher, Mode::Full, schedule, shutdown).await {
+        error!(log, "worker stopped with an error"; "error" => %e);
+    }
+}
+
+impl Service {
+    /// Signals every task to stop and waits for them, at most `deadline` in all.
+    pub async fn shutdown(self, deadline: Duration) -> bool {
+        info!(self.log, "shutting down"; "deadline_ms" => deadline.as_millis() as u64);
+        let _ = self.shutdown_tx.send(true);
+        let all = async {
+            let _ = self.http.await;
+            let _ = self.background.await;
+        };
+        let clean = tokio::time::timeout(deadline, all).await.is_ok();
+        if clean {
+            info!(self.log, "shutdown complete");
+        } else {
+            warn!(
+                self.log,
+                "shutdown deadline passed with tasks still running"
+            );
+        }
+        clean
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The per-replica report cache: the last loaded rollups, rendered once into response bodies.
+//!
+//! Concurrency: one [`Snapshot`] is immutable once built; the cache holds an `Arc` to the current one in an
+//! `ArcSwapOption`. Loaders (the worker after a refresh, the follower after a notification) build a new snapshot
+//! off to the side and swap it in with one atomic store; request handlers take a cheap `Arc` clone and never
+//! wait, never see a half-built snapshot, and keep the old one alive until they finish with it. A failed refresh
+//! or a database outage simply never stores, so the last good snapshot stays served.
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+use crate::db::queries::{DayRow, Rollups, UserRow};
+use crate::report;
+
+/// A rendered response body with its strong validator.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub body: Bytes,
+    /// Quoted strong entity tag derived from the body bytes, so every replica agrees on it.
+    pub etag: String,
+}
+
+impl Rendered {
+    pub fn new(body: Vec<u8>) -> Self {
+        let digest = Sha256::digest(&body);
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Rendered {
+            body: Bytes::from(body),
+            etag: format!("\"{hex}\""),
+        }
+    }
+}
+
+/// One immutable generation of the reports.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The refresh run whose rollups this is.
+    pub run_id: i64,
+    /// When that run committed: the `Last-Modified` of both reports and the base of the data age.
+    pub computed_at: DateTime<Utc>,
+    pub daily_usage: Rendered,
+    pub user_visits: Rendered,
+    pub days: Vec<DayRow>,
+    pub users: Vec<UserRow>,
+}
+
+impl Snapshot {
+    pub fn from_rollups(rollups: Rollups) -> Self {
+        Snapshot {
+            run_id: rollups.run.id,
+            computed_at: rollups.run.finished_at,
+            daily_usage: Rendered::new(report::render_daily_usage(&rollups.days)),
+            user_visits: Rendered::new(report::render_user_visits(&rollups.users)),
+            days: rollups.days,
+            users: rollups.users,
+        }
+    }
+
+    /// Age of the data at `now` (zero if the clocks disagree).
+    pub fn age(&self, now: DateTime<Utc>) -> std::time::Duration {
+        (now - self.computed_at).to_std().unwrap_or_default()
+    }
+}
+
+/// Shared by the HTTP handlers (readers) and the loaders (writers).
+#[derive(Debug, Default)]
+pub struct ReportCache {
+    current: ArcSwapOption<Snapshot>,
+}
+
+impl ReportCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The snapshot being served, if any has been loaded yet.
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+
+    /// The run id being served (0 before the first load).
+    pub fn run_id(&self) -> i64 {
+        self.current.load().as_ref().map_or(0, |s| s.run_id)
+    }
+
+    /// Renders `rollups` and swaps them in, unless the cache already holds the same or a newer run (two loaders
+    /// racing must never move the cache backwards). Returns whether it stored.
+    pub fn store(&self, rollups: Rollups) -> bool {
+        if rollups.run.id <= self.run_id() {
+            return false;
+        }
+        let next = Arc::new(Snapshot::from_rollups(rollups));
+        let previous = self.current.rcu(|cur| match cur {
+            Some(c) if c.run_id >= next.run_id => Some(Arc::clone(c)),
+            _ => Some(Arc::clone(&next)),
+        });
+        previous.as_ref().is_none_or(|p| p.run_id < next.run_id)
+    }
+}

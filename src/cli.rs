@@ -1,0 +1,62 @@
+//! The command line: one binary whose role is picked by the subcommand.
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coworking-analytics",
+    version,
+    about = "Precomputed coworking usage reports: a rollup worker and a cached HTTP API in one binary.",
+    long_about = "Precomputed coworking usage reports.\n\nThe database is configured with DATABASE_URL, or with the old service's DB_USERNAME, DB_PASSWORD, DB_HOST, DB_PORT and DB_NAME. See README.md for every variable."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: migrate, then the refresh worker (on REFRESH_SCHEDULE) and the HTTP server on APP_PORT.
+    Serve,
+    /// Run one refresh of the rollup tables and exit: 0 on success (or when another writer holds the lock),
+    /// 1 on failure. Meant for a Kubernetes CronJob.
+    Refresh,
+    /// Apply the embedded database migrations and exit.
+    Migrate,
+    /// Generate deterministic synthetic members and tokens, into the database (COPY) or as SQL.
+    Seed(SeedArgs),
+    /// Start a private PostgreSQL with the demo data and run the service on it (port APP_PORT, default 5153).
+    /// Needs the PostgreSQL server binaries (Debian: apt-get install postgresql); Ctrl-C stops everything.
+    Demo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeedFormat {
+    /// Insert into the configured database.
+    Db,
+    /// Write psql-loadable SQL to stdout.
+    Sql,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// Number of members.
+    #[arg(long, default_value_t = 1_000)]
+    pub users: u32,
+    /// Number of tokens.
+    #[arg(long, default_value_t = 10_000)]
+    pub tokens: u64,
+    /// Tokens are spread over this many days before --end.
+    #[arg(long, default_value_t = 28, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub days: u32,
+    /// Day after the last generated day (YYYY-MM-DD); fixed by default so output is reproducible.
+    #[arg(long, default_value = "2026-11-02")]
+    pub end: NaiveDate,
+    /// Random seed: the same seed and sizes always give the same rows.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where the data goes.
+    #[arg(long, value_enum, default_value_t = SeedFormat::Db)]
+    pub format: SeedFormat,
+}

@@ -1,0 +1,366 @@
+//! Typed configuration read from the environment.
+//!
+//! Every variable is parsed once at start-up; a missing or malformed value becomes a [`ConfigError`] naming the
+//! variable, which the binary turns into one line on stderr and exit code 2. The database password is held in a
+//! [`Secret`] whose `Debug`/`Display` never show it, and [`redact`] strips passwords from connection strings
+//! before they reach a log line or an error message.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+/// The variables the binary reads. The Kubernetes manifests are checked against this list.
+pub const VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "DB_USERNAME",
+    "DB_PASSWORD",
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_POOL_SIZE",
+    "DB_STATEMENT_TIMEOUT",
+    "APP_PORT",
+    "REFRESH_SCHEDULE",
+    "READINESS_MAX_AGE",
+    "LOG_LEVEL",
+    "SHUTDOWN_TIMEOUT",
+];
+
+/// Default refresh schedule: every 30 seconds (cron with a leading seconds field, UTC).
+pub const DEFAULT_SCHEDULE: &str = "*/30 * * * * *";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{var} is required{hint}")]
+    Missing {
+        var: &'static str,
+        hint: &'static str,
+    },
+    #[error("{var} is malformed: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+impl ConfigError {
+    /// The variable the error is about.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            ConfigError::Missing { var, .. } | ConfigError::Invalid { var, .. } => var,
+        }
+    }
+}
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the database is. Either a full connection string or the old service's `DB_*` parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// `DATABASE_URL`: a libpq URI (`postgres://...`) or keyword/value string (`host=... dbname=...`).
+    Url(Secret),
+    Parts {
+        username: String,
+        password: Secret,
+        host: String,
+        port: u16,
+        name: String,
+    },
+}
+
+impl DatabaseTarget {
+    /// The libpq connection string, password included: hand it to the driver, never to a log.
+    pub fn connection_string(&self) -> String {
+        match self {
+            DatabaseTarget::Url(url) => url.expose().to_owned(),
+            DatabaseTarget::Parts {
+                username,
+                password,
+                host,
+                port,
+                name,
+            } => format!(
+                "host={} port={} user={} password={} dbname={} connect_timeout=5",
+                conninfo_quote(host),
+                port,
+                conninfo_quote(username),
+                conninfo_quote(password.expose()),
+                conninfo_quote(name)
+            ),
+        }
+    }
+
+    /// A description safe for logs.
+    pub fn redacted(&self) -> String {
+        redact(&self.connection_string())
+    }
+}
+
+/// The configuration of `serve` and `refresh`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database: DatabaseTarget,
+    pub pool_size: u32,
+    pub statement_timeout: Duration,
+    pub app_port: u16,
+    pub refresh_schedule: String,
+    pub readiness_max_age: Duration,
+    pub log_level: slog::Level,
+    /// Upper bound on a graceful shutdown (keep it below the pod's termination grace period).
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads a given set of variables (tests use this instead of mutating the process environment).
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |var: &str| env.get(var).map(String::as_str).filter(|v| !v.is_empty());
+        let database = match get("DATABASE_URL") {
+            Some(url) => DatabaseTarget::Url(Secret::new(url)),
+            None => {
+                let hint = " (or set DATABASE_URL instead of the DB_* variables)";
+                let username = get("DB_USERNAME").ok_or(ConfigError::Missing {
+                    var: "DB_USERNAME",
+                    hint,
+                })?;
+                let password = env.get("DB_PASSWORD").ok_or(ConfigError::Missing {
+                    var: "DB_PASSWORD",
+                    hint,
+                })?;
+                DatabaseTarget::Parts {
+                    username: username.to_owned(),
+                    password: Secret::new(password.clone()),
+                    host: get("DB_HOST").unwrap_or("127.0.0.1").to_owned(),
+                    port: parse_port("DB_PORT", get("DB_PORT").unwrap_or("5432"))?,
+                    name: get("DB_NAME").unwrap_or("postgres").to_owned(),
+                }
+            }
+        };
+        let pool_size = match get("DB_POOL_SIZE") {
+            None => 4,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "DB_POOL_SIZE",
+                        format!("expected an integer from 1 to 64, got {v:?}"),
+                    ))
+                }
+            },
+        };
+        let refresh_schedule = get("REFRESH_SCHEDULE")
+            .unwrap_or(DEFAULT_SCHEDULE)
+            .to_owned();
+        parse_schedule(&refresh_schedule).map_err(|reason| invalid("REFRESH_SCHEDULE", reason))?;
+        Ok(Config {
+            database,
+            pool_size,
+            statement_timeout: parse_duration(
+                "DB_STATEMENT_TIMEOUT",
+                get("DB_STATEMENT_TIMEOUT").unwrap_or("5m"),
+            )?,
+            app_port: parse_port("APP_PORT", get("APP_PORT").unwrap_or("5153"))?,
+            refresh_schedule,
+            readiness_max_age: parse_duration(
+                "READINESS_MAX_AGE",
+                get("READINESS_MAX_AGE").unwrap_or("1h"),
+            )?,
+            log_level: parse_level(get("LOG_LEVEL").unwrap_or("info"))?,
+            shutdown_timeout: parse_duration(
+                "SHUTDOWN_TIMEOUT",
+                get("SHUTDOWN_TIMEOUT").unwrap_or("20s"),
+            )?,
+        })
+    }
+}
+
+fn invalid(var: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { var, reason }
+}
+
+fn parse_port(var: &'static str, value: &str) -> Result<u16, ConfigError> {
+    value.parse::<u16>().map_err(|_| {
+        invalid(
+            var,
+            format!("expected a TCP port number from 0 to 65535, got {value:?}"),
+        )
+    })
+}
+
+/// Durations are written like `90s`, `15m`, `1h` or a bare number of seconds; zero is refused.
+pub fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let parsed = match value.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(value).map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(invalid(var, "must be greater than zero".into())),
+        Err(e) => Err(invalid(
+            var,
+            format!("expected a duration such as 90s, 15m or 1h, got {value:?} ({e})"),
+        )),
+    }
+}
+
+fn parse_level(value: &str) -> Result<slog::Level, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "trace" => Ok(slog::Level::Trace),
+        "debug" => Ok(slog::Level::Debug),
+        "info" => Ok(slog::Level::Info),
+        "warn" | "warning" => Ok(slog::Level::Warning),
+        "error" => Ok(slog::Level::Error),
+        "critical" => Ok(slog::Level::Critical),
+        _ => Err(invalid(
+            "LOG_LEVEL",
+            format!("expected one of trace, debug, info, warning, error, critical; got {value:?}"),
+        )),
+    }
+}
+
+/// Parses a cron schedule the way tokio-cron-scheduler does (seconds field required, UTC).
+pub fn parse_schedule(value: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(value)
+        .map_err(|e| format!("expected a cron expression with 6 fields, seconds first (e.g. \"*/30 * * * * *\"), got {value:?}: {e}"))
+}
+
+/// Quotes a value for a libpq keyword/value connection string.
+fn conninfo_quote(value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("'{escaped}'")
+}
+
+/// Replaces any password in a libpq connection string (URI or keyword/value form) with `***`.
+pub fn redact(conn: &str) -> String {
+    if let Some(rest) = conn
+        .strip_prefix("postgres://")
+        .or_else(|| conn.strip_prefix("postgresql://"))
+    {
+        let scheme = &conn[..conn.len() - rest.len()];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                if userinfo.contains(':') {
+                    format!("{user}:***{}", &authority[at..])
+                } else {
+                    authority.to_owned()
+                }
+            }
+            None => authority.to_owned(),
+        };
+        let tail = redact_query_password(tail);
+        return format!("{scheme}{authority}{tail}");
+    }
+    redact_keyword_password(conn)
+}
+
+fn redact_query_password(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| {
+            if p.to_ascii_lowercase().starts_with("password=") {
+                "password=***".to_owned()
+            } else {
+                p.to_owned()
+            }
+        })
+        .collect();
+    format!("{path}?{}", params.join("&"))
+}
+
+/// Keyword/value form: `password=secret`, `password = 'se cret'`, with `\'` escapes inside quotes.
+fn redact_keyword_password(conn: &str) -> String {
+    let mut out = String::with_capacity(conn.len());
+    let mut rest = conn;
+    while let Some(pos) = find_keyword(rest, "password") {
+        out.push_str(&rest[..pos]);
+        let after = rest[pos + "password".len()..].trim_start();
+        let Some(value) = after.strip_prefix('=') else {
+            out.push_str("password");
+            rest = &rest[pos + "password".len()..];
+            continue;
+        };
+        let value = value.trim_start();
+        out.push_str("password=***");
+        rest = skip_value(value);
+    }
+    out.push_str(rest);
+    out
+}
+
+fn find_keyword(haystack: &str, keyword: &str) -> Option<usize> {
+    let lower = haystack.to_ascii_lowercase();
+    let mut start = 0;
+    while let Some(found) = lower[start..].find(keyword) {
+        let pos = start + found;
+        let boundary = pos == 0 || lower.as_bytes()[pos - 1].is_ascii_whitespace();
+        if boundary {
+            return Some(pos);
+        }
+        start = pos + keyword.len();
+    }
+    None
+}
+
+fn skip_value(value: &str) -> &str {
+    if let Some(quoted) = value.strip_prefix('\'') {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '\'' => return &quoted[i + 1..],
+                _ => {}
+            }
+        }
+        ""
+    } else {
+        let end = value.find(char::is_whitespace).unwrap_or(value.len());
+        &value[end..]
+    }
+}
+
+/// Returns `conn` pointing at database `name` instead (used by tests and the demo).
+pub fn with_dbname(conn: &str, name: &str) -> String {
+    if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+        let scheme_len = conn.find("://").map_or(0, |i| i + 3);
+        let (head, rest) = conn.split_at(scheme_len);
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let query = tail
+            .split_once('?')
+            .map(|(_, q)| format!("?{q}"))
+            .unwrap_or_default();
+        format!("{head}{authority}/{name}{query}")
+    } else {
+        format!("{conn} dbname={}", conninfo_quote(name))
+    }
+}

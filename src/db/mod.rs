@@ -1,0 +1,102 @@
+//! The database boundary: the r2d2 connection pool, the embedded migrations, and (in [`queries`]) every SQL
+//! statement the service runs outside of `migrations/`.
+//!
+//! Diesel is synchronous: callers on the async runtime run these functions inside `spawn_blocking`.
+
+pub mod queries;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+use crate::config::redact;
+
+/// The SQL migrations under `migrations/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Advisory-lock key that serialises migrations across replicas starting at once ("coworkin" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x636f_776f_726b_696e;
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PgPooled = PooledConnection<ConnectionManager<PgConnection>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot get a database connection: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// Sets per-session limits on every new pooled connection so a stuck statement cannot hold the worker forever.
+#[derive(Debug)]
+struct SessionSettings {
+    statement_timeout: Duration,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        let sql = format!(
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; SET application_name = 'coworking-analytics'",
+            self.statement_timeout.as_millis(),
+            self.statement_timeout.as_millis()
+        );
+        conn.batch_execute(&sql)
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Builds the pool without connecting: connections are opened on demand, so the service starts (and serves its
+/// health check) while the database is still down.
+pub fn pool(conn: &str, size: u32, statement_timeout: Duration) -> PgPool {
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        .connection_timeout(Duration::from_secs(5))
+        .test_on_check_out(true)
+        .connection_customizer(Box::new(SessionSettings { statement_timeout }))
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build_unchecked(ConnectionManager::new(conn))
+}
+
+/// Opens one connection outside the pool (LISTEN, the one-shot commands).
+pub fn connect(conn: &str) -> Result<PgConnection, DbError> {
+    PgConnection::establish(conn).map_err(|e| DbError::Connect(scrub_connection_error(e, conn)))
+}
+
+/// libpq errors do not normally contain the password, but make sure of it.
+fn scrub_connection_error(err: diesel::ConnectionError, conn: &str) -> diesel::ConnectionError {
+    match err {
+        diesel::ConnectionError::BadConnection(msg) if !conn.is_empty() => {
+            let msg = msg.replace(conn, &redact(conn));
+            diesel::ConnectionError::BadConnection(msg)
+        }
+        other => other,
+    }
+}
+
+/// Runs the pending migrations in one transaction, holding a transaction-scoped advisory lock so that replicas
+/// starting together migrate one after the other. Returns the versions applied.
+pub fn migrate(conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
+    conn.transaction::<_, DbError, _>(|conn| {
+        queries::advisory_xact_lock(conn, MIGRATION_LOCK_KEY)?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| DbError::Migration(e.to_string()))?;
+        Ok(applied.iter().map(|v| v.to_string()).collect())
+    })
+}
+
+/// Reverts every migration (tests of `down.sql`).
+pub fn revert_all(conn: &mut PgConnection) -> Result<(), DbError> {
+    conn.revert_all_migrations(MIGRATIONS)
+        .map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(())
+}

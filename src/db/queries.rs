@@ -1,0 +1,233 @@
+//! Every SQL statement of the service (outside `migrations/`), as small typed functions.
+//!
+//! Reading order follows the data path: the old service's report queries (the definition the rollups must
+//! equal), the recompute statements that fill the rollup tables, the run history, and the reads that load a
+//! replica's cache.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Date, Integer, Nullable, Text, Timestamp};
+
+use crate::schema::{daily_usage_rollup, refresh_runs, user_visits_rollup};
+
+/// One day of the daily-usage report.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName, Queryable)]
+pub struct DayRow {
+    #[diesel(sql_type = Date)]
+    pub day: NaiveDate,
+    #[diesel(sql_type = BigInt)]
+    pub checkins: i64,
+}
+
+/// One user of the user-visits report.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName, Queryable)]
+pub struct UserRow {
+    #[diesel(sql_type = Integer)]
+    pub user_id: i32,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    pub joined_at: Option<NaiveDateTime>,
+    #[diesel(sql_type = BigInt)]
+    pub visits: i64,
+}
+
+/// The newest successful refresh: which data a replica serves and when it was computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
+pub struct RunStamp {
+    pub id: i64,
+    pub finished_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The definition: the old service's queries, run directly on the base tables.
+
+/// Daily usage exactly as the old service computed it, ordered by day.
+pub fn definition_daily_usage(conn: &mut PgConnection) -> QueryResult<Vec<DayRow>> {
+    diesel::sql_query(
+        "SELECT DATE(created_at) AS day, COUNT(*) AS checkins FROM tokens WHERE used_at IS NOT NULL \
+         GROUP BY DATE(created_at) ORDER BY 1",
+    )
+    .load(conn)
+}
+
+/// User visits exactly as the old service computed it, ordered by user id.
+pub fn definition_user_visits(conn: &mut PgConnection) -> QueryResult<Vec<UserRow>> {
+    diesel::sql_query(
+        "SELECT t.user_id, u.joined_at, COUNT(*) AS visits FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
+         GROUP BY t.user_id, u.joined_at ORDER BY t.user_id",
+    )
+    .load(conn)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Locks.
+
+/// Blocks until the transaction-scoped advisory lock `key` is held (released at commit or rollback).
+pub fn advisory_xact_lock(conn: &mut PgConnection, key: i64) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+        .bind::<BigInt, _>(key)
+        .execute(conn)?;
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+}
+
+/// Tries the transaction-scoped advisory lock `key` without waiting.
+pub fn try_advisory_xact_lock(conn: &mut PgConnection, key: i64) -> QueryResult<bool> {
+    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+        .bind::<BigInt, _>(key)
+        .get_result(conn)?;
+    Ok(row.locked)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Full recompute of the rollup tables (inside the caller's transaction).
+
+/// Counts of one recompute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecomputeCounts {
+    pub days: i64,
+    pub users: i64,
+    pub rows_read: i64,
+    pub rows_written: i64,
+}
+
+#[derive(QueryableByName)]
+struct Total {
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+}
+
+/// Replaces both rollups with a recompute from the base tables. DELETE rather than TRUNCATE: readers in other
+/// transactions keep seeing the previous rollups until this transaction commits.
+pub fn recompute_all(conn: &mut PgConnection) -> QueryResult<RecomputeCounts> {
+    diesel::delete(daily_usage_rollup::table).execute(conn)?;
+    let days = diesel::sql_query(
+        "INSERT INTO daily_usage_rollup (day, checkins) \
+         SELECT created_at::date, count(*) FROM tokens WHERE used_at IS NOT NULL GROUP BY 1",
+    )
+    .execute(conn)?;
+    diesel::delete(user_visits_rollup::table).execute(conn)?;
+    let users = diesel::sql_query(
+        "INSERT INTO user_visits_rollup (user_id, joined_at, visits) \
+         SELECT c.user_id, u.joined_at, c.visits \
+         FROM (SELECT user_id, count(*) AS visits FROM tokens GROUP BY user_id) c \
+         LEFT JOIN users u ON u.id = c.user_id",
+    )
+    .execute(conn)?;
+    // Every token is counted in exactly one user row, so this is the number of token rows read.
+    let read: Total =
+        diesel::sql_query("SELECT coalesce(sum(visits), 0)::int8 AS total FROM user_visits_rollup")
+            .get_result(conn)?;
+    Ok(RecomputeCounts {
+        days: days as i64,
+        users: users as i64,
+        rows_read: read.total,
+        rows_written: (days + users) as i64,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Run history.
+
+/// What a finished run records.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = refresh_runs)]
+pub struct NewRun<'a> {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: &'a str,
+    pub mode: &'a str,
+    pub days_recomputed: i32,
+    pub users_recomputed: i32,
+    pub rows_read: i64,
+    pub rows_written: i64,
+    pub host: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// Inserts a run row and returns its id.
+pub fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> QueryResult<i64> {
+    diesel::insert_into(refresh_runs::table)
+        .values(run)
+        .returning(refresh_runs::id)
+        .get_result(conn)
+}
+
+/// Deletes history older than `keep_days` days, keeping the newest successful run whatever its age.
+pub fn prune_runs(conn: &mut PgConnection, keep_days: i32) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM refresh_runs WHERE finished_at < now() - make_interval(days => $1) \
+         AND id <> (SELECT coalesce(max(id), 0) FROM refresh_runs WHERE outcome = 'success')",
+    )
+    .bind::<Integer, _>(keep_days)
+    .execute(conn)
+}
+
+/// Tells listening replicas that run `run_id` committed (delivered only if the transaction commits).
+pub fn notify_refreshed(conn: &mut PgConnection, channel: &str, run_id: i64) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_notify($1, $2)")
+        .bind::<Text, _>(channel)
+        .bind::<Text, _>(run_id.to_string())
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Subscribes this session to `channel` (a fixed identifier, not user input).
+pub fn listen(conn: &mut PgConnection, channel: &str) -> QueryResult<()> {
+    diesel::sql_query(format!("LISTEN {channel}")).execute(conn)?;
+    Ok(())
+}
+
+/// The newest successful run, if any.
+pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> {
+    refresh_runs::table
+        .filter(refresh_runs::outcome.eq("success"))
+        .order(refresh_runs::id.desc())
+        .select((refresh_runs::id, refresh_runs::finished_at))
+        .first(conn)
+        .optional()
+}
+
+/// The full rollup contents and the run that produced them, read from one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollups {
+    pub run: RunStamp,
+    pub days: Vec<DayRow>,
+    pub users: Vec<UserRow>,
+}
+
+/// Reads the rollups in one REPEATABLE READ, read-only transaction; `None` before the first successful refresh.
+pub fn load_rollups(conn: &mut PgConnection) -> QueryResult<Option<Rollups>> {
+    conn.build_transaction()
+        .repeatable_read()
+        .read_only()
+        .run(|conn| {
+            let Some(run) = latest_success(conn)? else {
+                return Ok(None);
+            };
+            let (days, users) = rollup_contents(conn)?;
+            Ok(Some(Rollups { run, days, users }))
+        })
+}
+
+/// The rollup tables as they are, without the run (tests compare them with the definition).
+pub fn rollup_contents(conn: &mut PgConnection) -> QueryResult<(Vec<DayRow>, Vec<UserRow>)> {
+    let days = daily_usage_rollup::table
+        .order(daily_usage_rollup::day)
+        .select((daily_usage_rollup::day, daily_usage_rollup::checkins))
+        .load(conn)?;
+    let users = user_visits_rollup::table
+        .order(user_visits_rollup::user_id)
+        .select((
+            user_visits_rollup::user_id,
+            user_visits_rollup::joined_at,
+            user_visits_rollup::visits,
+        ))
+        .load(conn)?;
+    Ok((days, users))
+}

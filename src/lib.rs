@@ -1,0 +1,21 @@
+//! coworking-analytics: precomputed coworking usage reports.
+//!
+//! The data path, module by module:
+//! `tokens`/`users` (base tables) -> [`refresh`] (one transaction, run by the [`worker`] on a schedule) ->
+//! rollup tables ([`db`]) -> [`cache`] (rendered bodies, swapped atomically, on every replica) -> [`http`].
+//! [`app`] wires them together for `serve`; [`config`] and [`logging`] are read by all of them.
+
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod http;
+pub mod logging;
+pub mod pgtemp;
+pub mod refresh;
+pub mod report;
+pub mod schema;
+pub mod seed;
+pub mod worker;

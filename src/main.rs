@@ -1,0 +1,118 @@
+//! The binary's edge: parse the command line, read the configuration, run the chosen role, map failures to exit
+//! codes (2: configuration error, 1: anything else).
+
+use clap::Parser;
+use coworking_analytics::cli::{Cli, Command, SeedFormat};
+use coworking_analytics::config::{Config, ConfigError};
+use coworking_analytics::refresh::{self, Mode, Outcome};
+use coworking_analytics::seed::SeedParams;
+use coworking_analytics::{app, db, demo, logging, seed};
+use slog::{error, info};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Seed(args) = &cli.command {
+        if args.format == SeedFormat::Sql {
+            let params = seed_params(args);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            return match seed::write_sql(params, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("seed: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
+    let config = match &cli.command {
+        // The demo brings its own database; only the optional variables apply.
+        Command::Demo => demo_config(),
+        _ => Config::from_env(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let (log, guard) = logging::json_logger(std::io::stdout(), config.log_level);
+    let result = run(cli.command, &config, &log);
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            error!(log, "command failed"; "error" => format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    };
+    drop(log);
+    drop(guard);
+    code
+}
+
+fn demo_config() -> Result<Config, ConfigError> {
+    let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    env.insert("DATABASE_URL".into(), "host=/nonexistent".into());
+    Config::from_map(&env)
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("configuration error: {e}");
+    ExitCode::from(2)
+}
+
+fn seed_params(args: &coworking_analytics::cli::SeedArgs) -> SeedParams {
+    SeedParams {
+        users: args.users,
+        tokens: args.tokens,
+        days: args.days,
+        end: args.end,
+        seed: args.seed,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run(command: Command, config: &Config, log: &slog::Logger) -> anyhow::Result<ExitCode> {
+    let conn_str = config.database.connection_string();
+    match command {
+        Command::Serve => runtime()?.block_on(async {
+            let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.app_port)).await?;
+            let service = app::start(config, listener, log.clone())?;
+            app::wait_for_signal().await;
+            service.shutdown(config.shutdown_timeout).await;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Demo => {
+            runtime()?.block_on(demo::run(log.clone()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let mut conn = db::connect(&conn_str)?;
+            let applied = db::migrate(&mut conn)?;
+            info!(log, "migrations applied"; "applied" => applied.join(","));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Refresh => {
+            let mut conn = db::connect(&conn_str)?;
+            db::migrate(&mut conn)?;
+            match refresh::run(&mut conn, Mode::Full, &app::host_name())? {
+                Outcome::Completed(r) => info!(log, "refresh succeeded";
+                    "run_id" => r.run_id, "mode" => r.mode.as_str(), "days" => r.counts.days,
+                    "users" => r.counts.users, "rows_read" => r.counts.rows_read,
+                    "duration_ms" => r.duration.as_millis() as u64),
+                Outcome::Skipped => info!(log, "refresh skipped: another writer holds the lock"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Seed(args) => {
+            let mut conn = db::connect(&conn_str)?;
+            db::migrate(&mut conn)?;
+            let (users, tokens) = seed::load(&mut conn, seed_params(&args))?;
+            info!(log, "seeded"; "users" => users, "tokens" => tokens);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! A private, throw-away PostgreSQL server for `demo` and the tests, run from the machine's own server binaries.
+//!
+//! The cluster lives in a fresh directory under the system temp dir and listens only on a Unix socket inside
+//! it (no TCP port to collide with). PostgreSQL refuses to run as root, so when we are root the server runs as
+//! the `postgres` OS user (or `nobody`). The server process is our child and gets SIGQUIT if the thread that
+//! started it dies, so a crashed test run leaves no server behind; [`TempPostgres::stop`] (or drop) shuts it
+//! down and removes the directory. Directories left by killed runs are swept on the next start.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DIR_PREFIX: &str = "coworking-pg-";
+const PORT: u16 = 5432;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgTempError {
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres) not found in /usr/lib/postgresql/*/bin, $PG_BIN_DIR or PATH; \
+         install them with: apt-get install postgresql"
+    )]
+    NoBinaries,
+    #[error(
+        "running as root but no unprivileged user (postgres or nobody) exists to run PostgreSQL"
+    )]
+    NoUser,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("initdb failed: {0}")]
+    Initdb(String),
+    #[error("PostgreSQL did not accept connections within {0:?}; its log:\n{1}")]
+    NotReady(Duration, String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgTempError {
+    let what = what.into();
+    move |source| PgTempError::Io { what, source }
+}
+
+/// A running private server.
+#[derive(Debug)]
+pub struct TempPostgres {
+    root: PathBuf,
+    child: Option<Child>,
+    /// Dropping this ends the keeper thread (see [`spawn_kept`]).
+    keeper: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// Finds `initdb` and `postgres`: `$PG_BIN_DIR`, the newest `/usr/lib/postgresql/<major>/bin`, then `PATH`.
+pub fn find_bin_dir() -> Option<PathBuf> {
+    let has_bins = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR").map(PathBuf::from) {
+        return has_bins(&dir).then_some(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e.file_name().to_str()?.parse::<u32>().ok()?,
+                e.path().join("bin"),
+            ))
+        })
+        .filter(|(_, d)| has_bins(d))
+        .collect();
+    versions.sort();
+    if let Some((_, dir)) = versions.pop() {
+        return Some(dir);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).find(|d| has_bins(d))
+}
+
+/// The OS user to run the server as, when we are root.
+fn server_user() -> Result<Option<nix::unistd::User>, PgTempError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    for name in ["postgres", "nobody"] {
+        if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
+            return Ok(Some(user));
+        }
+    }
+    Err(PgTempError::NoUser)
+}
+
+impl TempPostgres {
+    /// Creates and starts a cluster; returns once it accepts connections.
+    pub fn start() -> Result<Self, PgTempError> {
+        let bin = find_bin_dir().ok_or(PgTempError::NoBinaries)?;
+        let user = server_user()?;
+        sweep_stale();
+        let root = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir()
+            .map_err(io("creating the cluster directory"))?
+            .keep();
+        let mut me = TempPostgres {
+            root,
+            child: None,
+            keeper: None,
+        };
+        std::fs::set_permissions(&me.root, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("setting permissions"))?;
+        if let Some(u) = &user {
+            nix::unistd::chown(&me.root, Some(u.uid), Some(u.gid))
+                .map_err(|e| io("chown of the cluster directory")(e.into()))?;
+        }
+        let data = me.root.join("data");
+        let out = as_user(Command::new(bin.join("initdb")), &user)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .map_err(io("running initdb"))?;
+        if !out.status.success() {
+            return Err(PgTempError::Initdb(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        let log =
+            std::fs::File::create(me.root.join("server.log")).map_err(io("creating server.log"))?;
+        if let Some(u) = &user {
+            let _ = nix::unistd::chown(&me.root.join("server.log"), Some(u.uid), Some(u.gid));
+        }
+        let mut cmd = as_user(Command::new(bin.join("postgres")), &user);
+        cmd.arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(&me.root)
+            .arg("-p")
+            .arg(PORT.to_string());
+        for setting in [
+            "listen_addresses=",
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "max_connections=200",
+            "shared_buffers=128MB",
+        ] {
+            cmd.arg("-c").arg(setting);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io("server.log"))?)
+            .stderr(log);
+        let (child, keeper) = spawn_kept(cmd).map_err(io("starting postgres"))?;
+        me.child = Some(child);
+        me.keeper = Some(keeper);
+        me.wait_ready(Duration::from_secs(30))?;
+        Ok(me)
+    }
+
+    fn wait_ready(&self, limit: Duration) -> Result<(), PgTempError> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if crate::db::connect(&self.url("postgres")).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
+        Err(PgTempError::NotReady(limit, log))
+    }
+
+    /// A libpq connection string for database `dbname` as the superuser `postgres`.
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={PORT} user=postgres dbname={dbname}",
+            self.root.display()
+        )
+    }
+
+    /// The directory holding the socket, the data and the server log.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// Fast shutdown (clients disconnected, transactions rolled back), then removes the directory.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.keeper.take();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Spawns `cmd` with a parent-death signal (SIGQUIT: immediate shutdown) so the server cannot outlive us.
+///
+/// Linux delivers that signal when the *thread* that forked exits, not the process, so the fork happens on a
+/// keeper thread that lives until the returned sender is dropped (or the process dies).
+fn spawn_kept(mut cmd: Command) -> std::io::Result<(Child, std::sync::mpsc::Sender<()>)> {
+    // SAFETY: prctl is async-signal-safe; it only sets a flag on the child about to exec.
+    #[expect(
+        unsafe_code,
+        reason = "pre_exec is the only way to set the child's parent-death signal"
+    )]
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGQUIT)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (child_tx, child_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("postgres-keeper".into())
+        .spawn(move || {
+            let spawned = cmd.spawn();
+            let ok = spawned.is_ok();
+            let _ = child_tx.send(spawned);
+            if ok {
+                // Blocks until the owner drops the sender.
+                let _ = stop_rx.recv();
+            }
+        })?;
+    let child = child_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("keeper thread died"))??;
+    Ok((child, stop_tx))
+}
+
+fn as_user(mut cmd: Command, user: &Option<nix::unistd::User>) -> Command {
+    if let Some(u) = user {
+        cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+        cmd.env("HOME", &u.dir)
+            .env("USER", &u.name)
+            .current_dir("/");
+    }
+    cmd
+}
+
+/// Removes cluster directories whose server is no longer running (left by a killed test run or demo).
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        if !is_ours {
+            continue;
+        }
+        let pid = std::fs::read_to_string(path.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+        let alive = pid
+            .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600));
+        if !alive && (pid.is_some() || old) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
