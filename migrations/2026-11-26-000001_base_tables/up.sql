@@ -1,7 +1,7 @@
 -- Base tables of the coworking database. A production database made by the original `db/` scripts already has
 -- them: it is adopted unchanged. Only when they are missing are they created, exactly as db/01_init_tables.sql
 -- does, and that fact is recorded so that down.sql drops only what this migration created.
-CREATE TABLE analytics_base_tables_created (created_by_migration BOOLEAN NOT NULL);
+CREATE TABLE analytics_base_tables_created (created_by_migration BOOLEAN PRIMARY KEY);
 
 DO $$
 BEGIN

@@ -1,0 +1,223 @@
+//! Test harness: a real PostgreSQL for every test process, and a fresh database per test cloned from a migrated
+//! template (the crates.io pattern).
+//!
+//! With `TEST_DATABASE_URL` set (a superuser or CREATEDB role), tests use that server; otherwise the first test
+//! starts a private cluster with the project's own [`TempPostgres`], which dies with the test process.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use coworking_analytics::config::with_dbname;
+use coworking_analytics::db;
+use coworking_analytics::pgtemp::TempPostgres;
+use diesel::connection::SimpleConnection;
+use diesel::PgConnection;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+struct Cluster {
+    admin_url: String,
+    template: String,
+    _server: Option<TempPostgres>,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let (admin_url, server) = match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => (url, None),
+            _ => {
+                let pg = TempPostgres::start().expect("start a private PostgreSQL for the tests");
+                (pg.url("postgres"), Some(pg))
+            }
+        };
+        let template = format!("coworking_tmpl_{}", std::process::id());
+        let mut admin = db::connect(&admin_url).expect("connect to the test server");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {template}"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {template}"))
+            .unwrap();
+        {
+            let mut conn = db::connect(&with_dbname(&admin_url, &template)).unwrap();
+            db::migrate(&mut conn).expect("migrate the template database");
+        }
+        Cluster {
+            admin_url,
+            template,
+            _server: server,
+        }
+    })
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn conn(&self) -> PgConnection {
+        db::connect(&self.url).expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = db::connect(&cluster().admin_url) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn new_name() -> String {
+    format!(
+        "coworking_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh database with every migration applied (base tables, rollups, run history), no data.
+pub fn migrated_db() -> TestDb {
+    let c = cluster();
+    let name = new_name();
+    let mut admin = db::connect(&c.admin_url).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {}", c.template))
+        .unwrap();
+    TestDb {
+        url: with_dbname(&c.admin_url, &name),
+        name,
+    }
+}
+
+/// A fresh, empty database (no migrations).
+pub fn empty_db() -> TestDb {
+    let c = cluster();
+    let name = new_name();
+    let mut admin = db::connect(&c.admin_url).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    TestDb {
+        url: with_dbname(&c.admin_url, &name),
+        name,
+    }
+}
+
+/// The admin connection string of the test server (for tests that manage roles).
+pub fn admin_url() -> String {
+    cluster().admin_url.clone()
+}
+
+/// Inserts a user with an explicit id and joined_at; returns the id.
+pub fn add_user(conn: &mut PgConnection, id: i32, joined_at: &str) -> i32 {
+    conn.batch_execute(&format!(
+        "INSERT INTO users (id, first_name, last_name, joined_at) VALUES ({id}, 'F{id}', 'L{id}', '{joined_at}')"
+    ))
+    .unwrap();
+    id
+}
+
+/// Inserts a token; `used_at` is SQL (`NULL` or a quoted timestamp).
+pub fn add_token(conn: &mut PgConnection, user_id: i32, created_at: &str, used_at: Option<&str>) {
+    let used = used_at.map_or("NULL".to_owned(), |u| format!("'{u}'"));
+    conn.batch_execute(&format!(
+        "INSERT INTO tokens (user_id, token, created_at, used_at) VALUES ({user_id}, '123456', '{created_at}', {used})"
+    ))
+    .unwrap();
+}
+
+/// A parsed HTTP/1.1 response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `method path` with extra header lines over a fresh connection and reads the whole response.
+pub async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> RawResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_owned(), v.trim().to_owned())
+        })
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// Starts the whole service (HTTP on an ephemeral loopback port, worker, migrations) against `db`.
+pub async fn spawn_app(db_url: &str, extra: &[(&str, &str)]) -> coworking_analytics::app::Service {
+    let mut env = std::collections::HashMap::new();
+    env.insert("DATABASE_URL".to_owned(), db_url.to_owned());
+    // A schedule that does not fire during a test: only the start-up refresh runs unless a test asks otherwise.
+    env.insert("REFRESH_SCHEDULE".to_owned(), "0 0 0 1 1 *".to_owned());
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let config = coworking_analytics::config::Config::from_map(&env).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    coworking_analytics::app::start(&config, listener, coworking_analytics::logging::discard())
+        .unwrap()
+}
+
+/// Waits until the service's cache holds a run newer than `after`.
+pub async fn wait_for_run(service: &coworking_analytics::app::Service, after: i64) -> i64 {
+    for _ in 0..200 {
+        let id = service.cache.run_id();
+        if id > after {
+            return id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no refresh newer than run {after} was loaded within 10 s");
+}

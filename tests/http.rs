@@ -1,0 +1,200 @@
+//! The HTTP contract on a real socket: bodies, headers, every status code, readiness.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{add_token, add_user, migrated_db, request, spawn_app, wait_for_run};
+use std::time::Duration;
+
+#[tokio::test]
+async fn reports_are_served_byte_for_byte_with_validators() {
+    let db = migrated_db();
+    {
+        let mut conn = db.conn();
+        add_user(&mut conn, 2, "2023-02-01 09:00:00");
+        add_user(&mut conn, 10, "2023-01-20 03:23:39.757813");
+        add_token(
+            &mut conn,
+            10,
+            "2023-02-07 08:00:00",
+            Some("2023-02-07 08:05:00"),
+        );
+        add_token(&mut conn, 2, "2023-02-08 09:00:00", None);
+    }
+    let app = spawn_app(&db.url, &[]).await;
+    wait_for_run(&app, 0).await;
+
+    let daily = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
+    assert_eq!(daily.status, 200);
+    assert_eq!(daily.header("content-type"), Some("application/json"));
+    assert_eq!(daily.text(), "{\"2023-02-07\":1}\n");
+    let etag = daily.header("etag").unwrap().to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"),
+        "strong etag: {etag}"
+    );
+    let last_modified = daily.header("last-modified").unwrap();
+    assert!(last_modified.ends_with(" GMT"), "{last_modified}");
+
+    let visits = request(app.addr, "GET", "/api/reports/user_visits", &[]).await;
+    assert_eq!(visits.status, 200);
+    assert_eq!(visits.header("content-type"), Some("application/json"));
+    assert_eq!(
+        visits.text(),
+        "{\"2\":{\"joined_at\":\"2023-02-01 09:00:00\",\"visits\":1},\"10\":{\"joined_at\":\"2023-01-20 03:23:39.757813\",\"visits\":1}}\n"
+    );
+    assert_ne!(visits.header("etag").unwrap(), etag);
+
+    // Conditional requests: the same tag (also listed, or weak) gives 304 without a body; another tag gives 200.
+    for inm in [
+        etag.clone(),
+        format!("\"x\", {etag}"),
+        format!("W/{etag}"),
+        "*".to_owned(),
+    ] {
+        let r = request(
+            app.addr,
+            "GET",
+            "/api/reports/daily_usage",
+            &[("If-None-Match", &inm)],
+        )
+        .await;
+        assert_eq!(r.status, 304, "If-None-Match: {inm}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+    }
+    let r = request(
+        app.addr,
+        "GET",
+        "/api/reports/daily_usage",
+        &[("If-None-Match", "\"other\"")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
+    // HEAD: same headers, no body.
+    let head = request(app.addr, "HEAD", "/api/reports/daily_usage", &[]).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(daily.body.len().to_string().as_str())
+    );
+    app.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_right_status() {
+    let db = migrated_db();
+    let app = spawn_app(&db.url, &[]).await;
+    wait_for_run(&app, 0).await;
+
+    let r = request(app.addr, "GET", "/api/reports/nope", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"], "not_found");
+
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let r = request(
+            app.addr,
+            method,
+            "/api/reports/daily_usage",
+            &[("Content-Length", "0")],
+        )
+        .await;
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+
+    let r = request(app.addr, "GET", "/health_check", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let r = request(app.addr, "GET", "/readiness_check", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    app.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn without_a_database_health_is_ok_and_reports_are_not_ready() {
+    // Nothing listens on this socket directory: the service starts, never loads, and says so.
+    let app = spawn_app(
+        "host=/nonexistent-coworking-socket-dir port=5432 user=x dbname=x",
+        &[],
+    )
+    .await;
+    let r = request(app.addr, "GET", "/health_check", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let r = request(app.addr, "GET", "/readiness_check", &[]).await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.text().starts_with("not ready: no successful refresh"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains('\n'));
+    let r = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
+    assert_eq!(r.status, 503);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"], "not_ready");
+    assert!(
+        app.shutdown(Duration::from_secs(10)).await,
+        "shutdown within its deadline"
+    );
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_served_data_is_older_than_the_ceiling() {
+    let db = migrated_db();
+    let app = spawn_app(&db.url, &[("READINESS_MAX_AGE", "1s")]).await;
+    wait_for_run(&app, 0).await;
+    let r = request(app.addr, "GET", "/readiness_check", &[]).await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = request(app.addr, "GET", "/readiness_check", &[]).await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.text().contains("older than READINESS_MAX_AGE"),
+        "{}",
+        r.text()
+    );
+    // The reports themselves are still served, with their age.
+    let r = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("x-data-age-seconds")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 2
+    );
+    app.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn the_worker_refreshes_on_its_schedule() {
+    let db = migrated_db();
+    let app = spawn_app(&db.url, &[("REFRESH_SCHEDULE", "* * * * * *")]).await;
+    let first = wait_for_run(&app, 0).await;
+    {
+        let mut conn = db.conn();
+        add_user(&mut conn, 1, "2023-01-01 00:00:00");
+        add_token(
+            &mut conn,
+            1,
+            "2023-02-01 10:00:00",
+            Some("2023-02-01 10:01:00"),
+        );
+    }
+    let later = wait_for_run(&app, first).await;
+    let later = wait_for_run(&app, later).await; // a run that certainly started after the insert
+    assert!(later > first);
+    let r = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
+    assert_eq!(r.text(), "{\"2023-02-01\":1}\n");
+    assert_eq!(
+        app.stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    app.shutdown(Duration::from_secs(5)).await;
+}

@@ -1,0 +1,164 @@
+//! Report semantics on hand-made data with the edge cases, and the exact bytes of both bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{add_token, add_user, migrated_db};
+use coworking_analytics::cache::Snapshot;
+use coworking_analytics::db::queries;
+use coworking_analytics::refresh::{self, Mode, Outcome};
+use diesel::connection::SimpleConnection;
+
+fn refresh_and_render(conn: &mut diesel::PgConnection) -> Snapshot {
+    let outcome = refresh::run(conn, Mode::Full, "test").unwrap();
+    assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+    Snapshot::from_rollups(
+        queries::load_rollups(conn)
+            .unwrap()
+            .expect("a successful run"),
+    )
+}
+
+fn assert_rollups_match_definition(conn: &mut diesel::PgConnection) {
+    let (days, users) = queries::rollup_contents(conn).unwrap();
+    assert_eq!(days, queries::definition_daily_usage(conn).unwrap());
+    assert_eq!(users, queries::definition_user_visits(conn).unwrap());
+}
+
+#[test]
+fn edge_cases_give_the_old_services_numbers_and_bytes() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    add_user(&mut conn, 1, "2023-01-20 03:23:39.757813");
+    add_user(&mut conn, 2, "2023-02-01 09:00:00"); // zero microseconds
+    add_user(&mut conn, 10, "2023-02-02 10:00:00.5"); // id 10 sorts after 2 numerically
+    add_user(&mut conn, 3, "2023-02-03 00:00:00.000001"); // no tokens: absent from user visits
+                                                          // The last microsecond of a day and the first of the next belong to different days.
+    add_token(
+        &mut conn,
+        1,
+        "2023-02-07 23:59:59.999999",
+        Some("2023-02-08 00:00:10"),
+    );
+    add_token(
+        &mut conn,
+        1,
+        "2023-02-08 00:00:00",
+        Some("2023-02-08 00:01:00"),
+    );
+    add_token(&mut conn, 1, "2023-02-08 10:00:00", None); // never used: a visit, not a check-in
+    add_token(
+        &mut conn,
+        2,
+        "2023-02-07 12:00:00",
+        Some("2023-02-09 12:05:00"),
+    ); // used on another day
+    add_token(&mut conn, 10, "2023-02-09 08:00:00", None); // the only token of 02-09 is unused: no such day
+
+    let snap = refresh_and_render(&mut conn);
+    assert_rollups_match_definition(&mut conn);
+    assert_eq!(
+        std::str::from_utf8(&snap.daily_usage.body).unwrap(),
+        "{\"2023-02-07\":2,\"2023-02-08\":1}\n"
+    );
+    assert_eq!(
+        std::str::from_utf8(&snap.user_visits.body).unwrap(),
+        concat!(
+            "{\"1\":{\"joined_at\":\"2023-01-20 03:23:39.757813\",\"visits\":3},",
+            "\"2\":{\"joined_at\":\"2023-02-01 09:00:00\",\"visits\":1},",
+            "\"10\":{\"joined_at\":\"2023-02-02 10:00:00.500000\",\"visits\":1}}\n"
+        )
+    );
+}
+
+#[test]
+fn empty_tables_give_empty_objects() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    let snap = refresh_and_render(&mut conn);
+    assert_eq!(&snap.daily_usage.body[..], b"{}\n");
+    assert_eq!(&snap.user_visits.body[..], b"{}\n");
+}
+
+#[test]
+fn a_user_row_that_is_gone_is_reported_with_null_joined_at() {
+    // The old service LEFT JOINs users: a token whose user row is missing still counts, with joined_at null.
+    let db = migrated_db();
+    let mut conn = db.conn();
+    conn.batch_execute("ALTER TABLE tokens DROP CONSTRAINT tokens_users_id_fk")
+        .unwrap();
+    add_token(
+        &mut conn,
+        7,
+        "2023-03-01 10:00:00",
+        Some("2023-03-01 10:05:00"),
+    );
+    let snap = refresh_and_render(&mut conn);
+    assert_rollups_match_definition(&mut conn);
+    assert_eq!(
+        &snap.user_visits.body[..],
+        b"{\"7\":{\"joined_at\":null,\"visits\":1}}\n"
+    );
+}
+
+#[test]
+fn seeded_data_matches_the_definition_and_bodies_are_json() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    let params = coworking_analytics::seed::SeedParams {
+        tokens: 20_000,
+        users: 500,
+        ..coworking_analytics::seed::DEMO_PARAMS
+    };
+    coworking_analytics::seed::load(&mut conn, params).unwrap();
+    let snap = refresh_and_render(&mut conn);
+    assert_rollups_match_definition(&mut conn);
+    let daily: serde_json::Value = serde_json::from_slice(&snap.daily_usage.body).unwrap();
+    let total: i64 = daily
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    let used: i64 = queries::definition_daily_usage(&mut conn)
+        .unwrap()
+        .iter()
+        .map(|d| d.checkins)
+        .sum();
+    assert_eq!(total, used);
+    let visits: serde_json::Value = serde_json::from_slice(&snap.user_visits.body).unwrap();
+    let total: i64 = visits
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["visits"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 20_000);
+}
+
+#[test]
+fn a_refresh_records_its_run() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    add_user(&mut conn, 1, "2023-01-01 00:00:00");
+    add_token(
+        &mut conn,
+        1,
+        "2023-02-01 10:00:00",
+        Some("2023-02-01 10:01:00"),
+    );
+    add_token(&mut conn, 1, "2023-02-02 10:00:00", None);
+    let Outcome::Completed(report) = refresh::run(&mut conn, Mode::Full, "host-a").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            report.counts.days,
+            report.counts.users,
+            report.counts.rows_read
+        ),
+        (1, 1, 2)
+    );
+    let latest = queries::latest_success(&mut conn).unwrap().unwrap();
+    assert_eq!(latest.id, report.run_id);
+}
