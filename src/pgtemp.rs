@@ -133,6 +133,15 @@ impl TempPostgres {
                 String::from_utf8_lossy(&out.stderr).into_owned(),
             ));
         }
+        // Members of the role `password_login` must log in with their password (tests of password handling);
+        // everyone else is trusted, over the private socket only.
+        let hba = data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).map_err(io("reading pg_hba.conf"))?;
+        std::fs::write(
+            &hba,
+            format!("local all +password_login scram-sha-256\n{rules}"),
+        )
+        .map_err(io("writing pg_hba.conf"))?;
         let log =
             std::fs::File::create(me.root.join("server.log")).map_err(io("creating server.log"))?;
         if let Some(u) = &user {

@@ -221,3 +221,8 @@ pub async fn wait_for_run(service: &coworking_analytics::app::Service, after: i6
     }
     panic!("no refresh newer than run {after} was loaded within 10 s");
 }
+
+/// A connection to the server's maintenance database as the admin.
+pub fn db_admin() -> PgConnection {
+    db::connect(&cluster().admin_url).unwrap()
+}

@@ -1,0 +1,34 @@
+# Shared by scripts/test and scripts/demo: install what is missing on Debian/Ubuntu (as root, or with sudo).
+# Usage: ensure_debian_packages CHECK:PACKAGE ...   where CHECK is a shell test that succeeds when present.
+
+have_pg_server() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; }
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+# Installs the Debian packages named in "$@" that are not installed yet.
+ensure_debian_packages() {
+  local missing=()
+  for pkg in "$@"; do have_pkg "$pkg" || missing+=("$pkg"); done
+  ((${#missing[@]})) || return 0
+  echo "installing missing Debian packages: ${missing[*]}" >&2
+  local as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then as_root=(sudo); else
+      echo "error: missing packages ${missing[*]}; install them as root: apt-get install ${missing[*]}" >&2
+      return 1
+    fi
+  fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Build and run-time needs of the service: a C toolchain, pkg-config and OpenSSL headers for the bundled libpq,
+# and the PostgreSQL server binaries for the private database of the demo and the tests.
+ensure_service_deps() {
+  command -v cargo >/dev/null || { echo "error: cargo not found; install Rust from https://rustup.rs" >&2; return 1; }
+  if command -v dpkg-query >/dev/null; then
+    local pkgs=(gcc libc6-dev make pkg-config libssl-dev ca-certificates)
+    have_pg_server || pkgs+=(postgresql)
+    ensure_debian_packages "${pkgs[@]}"
+  fi
+  have_pg_server || { echo "error: PostgreSQL server binaries not found (Debian: apt-get install postgresql)" >&2; return 1; }
+}

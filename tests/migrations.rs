@@ -1,0 +1,134 @@
+//! Migrations: up, down and redo on an empty database; adoption of a database made by the old `db/` scripts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::empty_db;
+use coworking_analytics::db;
+use coworking_analytics::demo::INIT_TABLES_SQL;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+#[derive(QueryableByName, Debug, PartialEq, Eq)]
+struct Line {
+    #[diesel(sql_type = Text)]
+    line: String,
+}
+
+/// A textual description of a table's columns, constraints and indexes, for exact comparison.
+fn describe(conn: &mut PgConnection, table: &str) -> Vec<String> {
+    let sql = format!(
+        "SELECT format('col %s %s %s %s', column_name, data_type || coalesce('(' || character_maximum_length || ')', ''), \
+                is_nullable, coalesce(column_default, '-')) AS line \
+         FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{table}' \
+         UNION ALL SELECT format('con %s %s', conname, pg_get_constraintdef(oid)) FROM pg_constraint \
+           WHERE conrelid = 'public.{table}'::regclass \
+         UNION ALL SELECT format('idx %s', indexdef) FROM pg_indexes WHERE schemaname = 'public' AND tablename = '{table}' \
+         ORDER BY 1"
+    );
+    diesel::sql_query(sql)
+        .load::<Line>(conn)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect()
+}
+
+fn tables(conn: &mut PgConnection) -> Vec<String> {
+    diesel::sql_query(
+        "SELECT tablename AS line FROM pg_tables WHERE schemaname = 'public' \
+         AND tablename <> '__diesel_schema_migrations' ORDER BY 1",
+    )
+    .load::<Line>(conn)
+    .unwrap()
+    .into_iter()
+    .map(|l| l.line)
+    .collect()
+}
+
+#[test]
+fn up_creates_the_base_tables_exactly_as_the_old_scripts() {
+    let old = empty_db();
+    old.conn().batch_execute(INIT_TABLES_SQL).unwrap();
+    let new = empty_db();
+    let mut conn = new.conn();
+    db::migrate(&mut conn).unwrap();
+    for table in ["users", "tokens"] {
+        assert_eq!(
+            describe(&mut conn, table),
+            describe(&mut old.conn(), table),
+            "table {table}"
+        );
+    }
+    assert_eq!(
+        tables(&mut conn),
+        [
+            "analytics_base_tables_created",
+            "daily_usage_rollup",
+            "refresh_runs",
+            "tokens",
+            "user_visits_rollup",
+            "users"
+        ]
+    );
+}
+
+#[test]
+fn down_removes_everything_it_created_and_redo_works() {
+    let dbx = empty_db();
+    let mut conn = dbx.conn();
+    db::migrate(&mut conn).unwrap();
+    db::revert_all(&mut conn).unwrap();
+    assert!(tables(&mut conn).is_empty(), "{:?}", tables(&mut conn));
+    // Redo: up again after down.
+    let applied = db::migrate(&mut conn).unwrap();
+    let folders = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count();
+    assert_eq!(applied.len(), folders);
+    assert!(
+        db::migrate(&mut conn).unwrap().is_empty(),
+        "a second run applies nothing"
+    );
+}
+
+#[test]
+fn an_existing_database_is_adopted_unchanged_and_survives_down() {
+    let dbx = empty_db();
+    let mut conn = dbx.conn();
+    conn.batch_execute(INIT_TABLES_SQL).unwrap();
+    conn.batch_execute(
+        "INSERT INTO users (first_name, last_name, joined_at) VALUES ('A', 'B', '2023-01-20 03:23:39.757813');
+         INSERT INTO tokens (user_id, token, created_at, used_at) VALUES ('1', '902912', '2023-02-10 13:32:58.224409', NULL);",
+    )
+    .unwrap();
+    let before: Vec<Vec<String>> = ["users", "tokens"]
+        .iter()
+        .map(|t| describe(&mut conn, t))
+        .collect();
+    db::migrate(&mut conn).unwrap();
+    let after: Vec<Vec<String>> = ["users", "tokens"]
+        .iter()
+        .map(|t| describe(&mut conn, t))
+        .collect();
+    assert_eq!(before, after);
+    db::revert_all(&mut conn).unwrap();
+    assert_eq!(tables(&mut conn), ["tokens", "users"]);
+    let n: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "(SELECT count(*) FROM tokens)",
+    ))
+    .get_result(&mut conn)
+    .unwrap();
+    assert_eq!(n, 1, "adopted data is kept");
+}
+
+#[test]
+fn a_partial_base_schema_is_refused() {
+    let dbx = empty_db();
+    let mut conn = dbx.conn();
+    conn.batch_execute("CREATE TABLE users (id SERIAL PRIMARY KEY)")
+        .unwrap();
+    let err = db::migrate(&mut conn).unwrap_err().to_string();
+    assert!(err.contains("only one of the base tables"), "{err}");
+}
