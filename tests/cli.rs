@@ -239,3 +239,84 @@ fn every_subcommand_has_help() {
         );
     }
 }
+
+#[test]
+fn demo_without_postgres_binaries_says_what_to_install() {
+    let out = run(&["demo"], &[("PG_BIN_DIR", "/nonexistent")]);
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(all.contains("apt-get install postgresql"), "{all}");
+}
+
+#[test]
+fn demo_serves_the_demo_data_and_stops_on_sigint() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .env("APP_PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    let mut ready = false;
+    for _ in 0..300 {
+        if get("/readiness_check").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ready, "demo became ready");
+    let body = get("/api/reports/user_visits").unwrap();
+    let json = body.split("\r\n\r\n").nth(1).unwrap();
+    let visits: serde_json::Value = serde_json::from_str(json).unwrap();
+    let total: i64 = visits
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["visits"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 4000, "the demo data set has 4000 tokens");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains("http://127.0.0.1:"), "prints the URLs: {out}");
+    let dir = out
+        .lines()
+        .find_map(|l| l.split("host=").nth(1))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "the private cluster's directory {dir} is removed"
+    );
+}
