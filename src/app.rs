@@ -1,4 +1,4 @@
-//! Wiring of `serve`: the HTTP server, the start-up sequence and the worker in one process, with one shutdown
+//! Wiring of `serve`: the HTTP server, the start-up sequence, the worker and the follower in one process, with one shutdown
 //! signal fanned out to every task (a `watch` channel: each task sees the flip, finishes what it is doing, and
 //! returns; [`Service::shutdown`] waits for all of them within the deadline).
 //!
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::cache::ReportCache;
 use crate::config::Config;
 use crate::db;
+use crate::follower;
 use crate::http::{self, AppState};
 use crate::refresh::Mode;
 use crate::worker::{self, backoff, Refresher, WorkerStats};
@@ -28,6 +29,7 @@ pub struct Service {
     shutdown_tx: watch::Sender<bool>,
     http: JoinHandle<()>,
     background: JoinHandle<()>,
+    follower: JoinHandle<()>,
     log: Logger,
 }
 
@@ -75,6 +77,16 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
         host: host_name(),
         log: log.new(slog::o!("task" => "worker")),
     };
+    let follower = tokio::task::spawn_blocking({
+        let (conn, pool, cache) = (
+            config.database.connection_string(),
+            refresher.pool.clone(),
+            Arc::clone(&cache),
+        );
+        let (interval, rx) = (config.follow_poll_interval, shutdown_rx.clone());
+        let log = log.new(slog::o!("task" => "follower"));
+        move || follower::run(conn, pool, cache, interval, rx, log)
+    });
     let schedule = config.refresh_schedule.clone();
     let background = tokio::spawn(background(refresher, schedule, shutdown_rx));
     info!(log, "listening"; "addr" => %addr, "database" => config.database.redacted());
@@ -85,6 +97,7 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
         shutdown_tx,
         http,
         background,
+        follower,
         log,
     })
 }
@@ -117,7 +130,7 @@ async fn background(refresher: Refresher, schedule: String, mut shutdown: watch:
     if let Err(e) = refresher.reload().await {
         warn!(log, "cannot load existing rollups before the first refresh"; "error" => %e);
     }
-    if let Err(e) = worker::run(refresher, Mode::Full, schedule, shutdown).await {
+    if let Err(e) = worker::run(refresher, Mode::Incremental, schedule, shutdown).await {
         error!(log, "worker stopped with an error"; "error" => %e);
     }
 }
@@ -130,6 +143,7 @@ impl Service {
         let all = async {
             let _ = self.http.await;
             let _ = self.background.await;
+            let _ = self.follower.await;
         };
         let clean = tokio::time::timeout(deadline, all).await.is_ok();
         if clean {

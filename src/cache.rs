@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-use crate::db::queries::{DayRow, Rollups, UserRow};
+use crate::db::queries::{DayRow, Rollups, RunStamp, UserRow};
 use crate::report;
 
 /// A rendered response body with its strong validator.
@@ -34,17 +34,25 @@ impl Rendered {
     }
 }
 
-/// One immutable generation of the reports.
+/// The rendered reports of one rollup state (shared by every snapshot of the same data version).
 #[derive(Debug)]
-pub struct Snapshot {
-    /// The refresh run whose rollups this is.
-    pub run_id: i64,
-    /// When that run committed: the `Last-Modified` of both reports and the base of the data age.
-    pub computed_at: DateTime<Utc>,
+pub struct ReportData {
+    /// The run that produced these rollup contents.
+    pub data_version: i64,
     pub daily_usage: Rendered,
     pub user_visits: Rendered,
     pub days: Vec<DayRow>,
     pub users: Vec<UserRow>,
+}
+
+/// One immutable generation of the reports: the data, and the newest run that vouched for it.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The newest successful refresh run this replica has seen.
+    pub run_id: i64,
+    /// When that run committed: the `Last-Modified` of both reports and the base of the data age.
+    pub computed_at: DateTime<Utc>,
+    pub data: Arc<ReportData>,
 }
 
 impl Snapshot {
@@ -52,10 +60,13 @@ impl Snapshot {
         Snapshot {
             run_id: rollups.run.id,
             computed_at: rollups.run.finished_at,
-            daily_usage: Rendered::new(report::render_daily_usage(&rollups.days)),
-            user_visits: Rendered::new(report::render_user_visits(&rollups.users)),
-            days: rollups.days,
-            users: rollups.users,
+            data: Arc::new(ReportData {
+                data_version: rollups.run.data_version,
+                daily_usage: Rendered::new(report::render_daily_usage(&rollups.days)),
+                user_visits: Rendered::new(report::render_user_visits(&rollups.users)),
+                days: rollups.days,
+                users: rollups.users,
+            }),
         }
     }
 
@@ -86,13 +97,35 @@ impl ReportCache {
         self.current.load().as_ref().map_or(0, |s| s.run_id)
     }
 
-    /// Renders `rollups` and swaps them in, unless the cache already holds the same or a newer run (two loaders
-    /// racing must never move the cache backwards). Returns whether it stored.
+    /// The data version being served (`None` before the first load).
+    pub fn data_version(&self) -> Option<i64> {
+        self.current.load().as_ref().map(|s| s.data.data_version)
+    }
+
+    /// Renders `rollups` and swaps them in. Returns whether it stored.
     pub fn store(&self, rollups: Rollups) -> bool {
-        if rollups.run.id <= self.run_id() {
+        self.swap_in(Arc::new(Snapshot::from_rollups(rollups)))
+    }
+
+    /// A newer run vouched for the data already held (nothing changed): keep the rendered bodies, take the new
+    /// run's id and time. Returns whether it stored (false if the data version does not match).
+    pub fn touch(&self, run: RunStamp) -> bool {
+        let Some(cur) = self.current() else {
+            return false;
+        };
+        if cur.data.data_version != run.data_version {
             return false;
         }
-        let next = Arc::new(Snapshot::from_rollups(rollups));
+        self.swap_in(Arc::new(Snapshot {
+            run_id: run.id,
+            computed_at: run.finished_at,
+            data: Arc::clone(&cur.data),
+        }))
+    }
+
+    /// Stores `next` unless the cache already holds the same or a newer run: loaders racing (the worker after its
+    /// own refresh, the follower after a notification) must never move the cache backwards.
+    fn swap_in(&self, next: Arc<Snapshot>) -> bool {
         let previous = self.current.rcu(|cur| match cur {
             Some(c) if c.run_id >= next.run_id => Some(Arc::clone(c)),
             _ => Some(Arc::clone(&next)),

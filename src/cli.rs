@@ -20,8 +20,9 @@ pub enum Command {
     /// Run the service: migrate, then the refresh worker (on REFRESH_SCHEDULE) and the HTTP server on APP_PORT.
     Serve,
     /// Run one refresh of the rollup tables and exit: 0 on success (or when another writer holds the lock),
-    /// 1 on failure. Meant for a Kubernetes CronJob.
-    Refresh,
+    /// 1 on failure. Meant for a Kubernetes CronJob. Incremental by default: applies the changes captured since
+    /// the last run (a full rebuild on the first run).
+    Refresh(RefreshArgs),
     /// Apply the embedded database migrations and exit.
     Migrate,
     /// Generate deterministic synthetic members and tokens, into the database (COPY) or as SQL.
@@ -29,6 +30,22 @@ pub enum Command {
     /// Start a private PostgreSQL with the demo data and run the service on it (port APP_PORT, default 5153).
     /// Needs the PostgreSQL server binaries (Debian: apt-get install postgresql); Ctrl-C stops everything.
     Demo,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RefreshArgs {
+    /// Rebuild both rollups from all tokens.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub full: bool,
+    /// Also recompute every day from this one (YYYY-MM-DD) and every user with a token created since.
+    #[arg(long, requires = "to")]
+    pub from: Option<NaiveDate>,
+    /// Last day of the --from range, inclusive.
+    #[arg(long, requires = "from")]
+    pub to: Option<NaiveDate>,
+    /// Print what would be recomputed and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

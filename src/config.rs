@@ -24,6 +24,7 @@ pub const VARIABLES: &[&str] = &[
     "READINESS_MAX_AGE",
     "LOG_LEVEL",
     "SHUTDOWN_TIMEOUT",
+    "FOLLOW_POLL_INTERVAL",
 ];
 
 /// Default refresh schedule: every 30 seconds (cron with a leading seconds field, UTC).
@@ -122,6 +123,8 @@ pub struct Config {
     pub log_level: slog::Level,
     /// Upper bound on a graceful shutdown (keep it below the pod's termination grace period).
     pub shutdown_timeout: Duration,
+    /// How often a replica checks for a newer refresh when no notification arrives.
+    pub follow_poll_interval: Duration,
 }
 
 impl Config {
@@ -187,6 +190,10 @@ impl Config {
             shutdown_timeout: parse_duration(
                 "SHUTDOWN_TIMEOUT",
                 get("SHUTDOWN_TIMEOUT").unwrap_or("20s"),
+            )?,
+            follow_poll_interval: parse_duration(
+                "FOLLOW_POLL_INTERVAL",
+                get("FOLLOW_POLL_INTERVAL").unwrap_or("5s"),
             )?,
         })
     }

@@ -2,7 +2,8 @@
 //!
 //! The data path, module by module:
 //! `tokens`/`users` (base tables) -> [`refresh`] (one transaction, run by the [`worker`] on a schedule) ->
-//! rollup tables ([`db`]) -> [`cache`] (rendered bodies, swapped atomically, on every replica) -> [`http`].
+//! rollup tables ([`db`]) -> [`cache`] (rendered bodies, swapped atomically, on every replica, kept current by
+//! the [`follower`]) -> [`http`].
 //! [`app`] wires them together for `serve`; [`config`] and [`logging`] are read by all of them.
 
 pub mod app;
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod follower;
 pub mod http;
 pub mod logging;
 pub mod pgtemp;

@@ -95,10 +95,24 @@ fn run(command: Command, config: &Config, log: &slog::Logger) -> anyhow::Result<
             info!(log, "migrations applied"; "applied" => applied.join(","));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Refresh => {
+        Command::Refresh(args) => {
+            let mode = match (args.full, args.from, args.to) {
+                (true, ..) => Mode::Full,
+                (false, Some(from), Some(to)) if from <= to => Mode::Range { from, to },
+                (false, Some(from), Some(to)) => {
+                    anyhow::bail!(
+                        "--from {from} is after --to {to}: give the first day, then the last"
+                    )
+                }
+                _ => Mode::Incremental,
+            };
             let mut conn = db::connect(&conn_str)?;
             db::migrate(&mut conn)?;
-            match refresh::run(&mut conn, Mode::Full, &app::host_name())? {
+            if args.dry_run {
+                print!("{}", refresh::dry_run(&mut conn, mode)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            match refresh::run(&mut conn, mode, &app::host_name())? {
                 Outcome::Completed(r) => info!(log, "refresh succeeded";
                     "run_id" => r.run_id, "mode" => r.mode.as_str(), "days" => r.counts.days,
                     "users" => r.counts.users, "rows_read" => r.counts.rows_read,

@@ -7,10 +7,11 @@
 //! (safe behind PgBouncer in transaction mode) and, if another writer holds it, returns [`Outcome::Skipped`]
 //! without touching anything.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::PgConnection;
 use std::time::{Duration, Instant};
 
+use crate::db::incremental;
 use crate::db::queries::{self, NewRun, RecomputeCounts};
 
 /// Advisory-lock key of the refresh writer ("rollups!" in ASCII).
@@ -25,12 +26,19 @@ const KEEP_HISTORY_DAYS: i32 = 30;
 pub enum Mode {
     /// Everything, from all tokens.
     Full,
+    /// What the captured changes name; becomes a full rebuild on the first run or after a TRUNCATE.
+    Incremental,
+    /// The captured changes plus every day in `from..=to` and every user with a token created in it
+    /// (backfill after source data was fixed behind the triggers' back).
+    Range { from: NaiveDate, to: NaiveDate },
 }
 
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Full => "full",
+            Mode::Incremental => "incremental",
+            Mode::Range { .. } => "range",
         }
     }
 }
@@ -72,9 +80,8 @@ pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, R
         if !queries::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
             return Ok(Outcome::Skipped);
         }
-        let counts = match mode {
-            Mode::Full => queries::recompute_all(conn)?,
-        };
+        let previous = queries::latest_success(conn)?;
+        let (mode, counts) = recompute(conn, mode, previous.is_none())?;
         let finished_at = Utc::now();
         let run_id = queries::insert_run(
             conn,
@@ -89,8 +96,12 @@ pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, R
                 rows_written: counts.rows_written,
                 host,
                 error: None,
+                data_version: previous.map_or(0, |p| p.data_version),
             },
         )?;
+        if counts.rows_written > 0 || mode == Mode::Full || previous.is_none() {
+            queries::set_data_version_to_self(conn, run_id)?;
+        }
         queries::prune_runs(conn, KEEP_HISTORY_DAYS)?;
         queries::notify_refreshed(conn, NOTIFY_CHANNEL, run_id)?;
         Ok(Outcome::Completed(RunReport {
@@ -117,12 +128,70 @@ pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, R
                 rows_written: 0,
                 host,
                 error: Some(&message),
+                data_version: 0,
             },
         );
         RefreshError::Database {
             source,
             elapsed_ms: clock.elapsed().as_millis(),
         }
+    })
+}
+
+/// Does the work of one run; returns the mode actually used (an incremental run may escalate to full).
+fn recompute(
+    conn: &mut PgConnection,
+    mode: Mode,
+    first_run: bool,
+) -> diesel::QueryResult<(Mode, RecomputeCounts)> {
+    let consumed = incremental::consume_changes(conn)?;
+    if mode == Mode::Full || first_run || consumed.full_rebuild {
+        return Ok((Mode::Full, queries::recompute_all(conn)?));
+    }
+    let range = match mode {
+        Mode::Range { from, to } => Some((from, to)),
+        _ => None,
+    };
+    Ok((mode, incremental::apply_changes(conn, range)?))
+}
+
+/// What the next incremental refresh would do, and why (`refresh --dry-run`).
+pub fn dry_run(conn: &mut PgConnection, mode: Mode) -> diesel::QueryResult<String> {
+    use std::fmt::Write;
+    conn.build_transaction().repeatable_read().read_only().run(|conn| {
+        let mut out = String::new();
+        let first_run = queries::latest_success(conn)?.is_none();
+        let pending = incremental::pending_by_source(conn)?;
+        let truncated = pending.iter().any(|p| p.full_rebuild);
+        let _ = match (mode, first_run, truncated) {
+            (Mode::Full, ..) => writeln!(out, "would rebuild everything: --full was asked for"),
+            (_, true, _) => writeln!(out, "would rebuild everything: no successful refresh has run yet"),
+            (_, _, true) => writeln!(out, "would rebuild everything: a table was truncated"),
+            (Mode::Range { from, to }, ..) => writeln!(
+                out,
+                "would recompute every day from {from} to {to} and every user with a token created then, plus:"
+            ),
+            (Mode::Incremental, ..) if pending.is_empty() => writeln!(out, "nothing pending: would change nothing"),
+            (Mode::Incremental, ..) => writeln!(out, "would apply the pending changes:"),
+        };
+        for p in &pending {
+            let _ = writeln!(
+                out,
+                "  {}: {} change rows naming {} days and {} users",
+                p.source, p.rows, p.days, p.users
+            );
+        }
+        let days = incremental::pending_days(conn)?;
+        if !days.is_empty() {
+            let shown: Vec<String> = days.iter().take(31).map(|d| d.to_string()).collect();
+            let more = if days.len() > 31 { format!(" and {} more", days.len() - 31) } else { String::new() };
+            let _ = writeln!(out, "days to recompute: {}{more}", shown.join(", "));
+        }
+        let users = incremental::pending_users(conn)?;
+        if users > 0 {
+            let _ = writeln!(out, "users to update: {users}");
+        }
+        Ok(out)
     })
 }
 

@@ -25,6 +25,7 @@ diesel::table! {
         rows_read -> Int8,
         rows_written -> Int8,
         host -> Text,
+        data_version -> Int8,
         error -> Nullable<Text>,
     }
 }

@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::cache::ReportCache;
-use crate::db::{self, queries, DbError, PgPool};
+use crate::db::{self, DbError, PgPool};
+use crate::follower;
 use crate::refresh::{self, Mode, Outcome, RefreshError};
 
 /// First retry delay after a failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
@@ -68,22 +69,19 @@ impl Refresher {
             let mut conn = this.pool.get().map_err(DbError::from)?;
             let outcome = refresh::run(&mut conn, mode, &this.host)?;
             if let Outcome::Completed(_) = outcome {
-                if let Some(rollups) = queries::load_rollups(&mut conn).map_err(DbError::from)? {
-                    this.cache.store(rollups);
-                }
+                follower::sync(&mut conn, &this.cache).map_err(DbError::from)?;
             }
             Ok(outcome)
         })
         .await?
     }
 
-    /// Loads whatever the rollup tables hold now into the cache (start-up, and followers).
-    pub async fn reload(&self) -> Result<bool, WorkerError> {
+    /// Loads whatever the rollup tables hold now into the cache (start-up).
+    pub async fn reload(&self) -> Result<follower::Synced, WorkerError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || -> Result<bool, WorkerError> {
+        tokio::task::spawn_blocking(move || -> Result<follower::Synced, WorkerError> {
             let mut conn = this.pool.get().map_err(DbError::from)?;
-            let rollups = queries::load_rollups(&mut conn).map_err(DbError::from)?;
-            Ok(rollups.is_some_and(|r| this.cache.store(r)))
+            Ok(follower::sync(&mut conn, &this.cache).map_err(DbError::from)?)
         })
         .await?
     }

@@ -29,6 +29,9 @@ CREATE TABLE refresh_runs (
     rows_read BIGINT NOT NULL DEFAULT 0,
     rows_written BIGINT NOT NULL DEFAULT 0,
     host TEXT NOT NULL DEFAULT '',
+    -- The id of the newest run that changed the rollup contents (this run's own id if it changed them):
+    -- replicas whose cache already holds that data only refresh their timestamps instead of reloading.
+    data_version BIGINT NOT NULL DEFAULT 0,
     error TEXT,
     CHECK ((outcome = 'failure') = (error IS NOT NULL)),
     CHECK (finished_at >= started_at)

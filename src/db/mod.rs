@@ -3,6 +3,7 @@
 //!
 //! Diesel is synchronous: callers on the async runtime run these functions inside `spawn_blocking`.
 
+pub mod incremental;
 pub mod queries;
 
 use diesel::connection::SimpleConnection;

@@ -36,6 +36,8 @@ pub struct UserRow {
 pub struct RunStamp {
     pub id: i64,
     pub finished_at: DateTime<Utc>,
+    /// The newest run that changed the rollup contents; equal stamps mean equal data.
+    pub data_version: i64,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -148,6 +150,7 @@ pub struct NewRun<'a> {
     pub rows_written: i64,
     pub host: &'a str,
     pub error: Option<&'a str>,
+    pub data_version: i64,
 }
 
 /// Inserts a run row and returns its id.
@@ -156,6 +159,14 @@ pub fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> QueryResult<i64>
         .values(run)
         .returning(refresh_runs::id)
         .get_result(conn)
+}
+
+/// Marks run `id` as the one whose rollup contents are current.
+pub fn set_data_version_to_self(conn: &mut PgConnection, id: i64) -> QueryResult<()> {
+    diesel::update(refresh_runs::table.find(id))
+        .set(refresh_runs::data_version.eq(id))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Deletes history older than `keep_days` days, keeping the newest successful run whatever its age.
@@ -188,7 +199,11 @@ pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> 
     refresh_runs::table
         .filter(refresh_runs::outcome.eq("success"))
         .order(refresh_runs::id.desc())
-        .select((refresh_runs::id, refresh_runs::finished_at))
+        .select((
+            refresh_runs::id,
+            refresh_runs::finished_at,
+            refresh_runs::data_version,
+        ))
         .first(conn)
         .optional()
 }

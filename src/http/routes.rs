@@ -54,8 +54,8 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
     match route {
         "/health_check" => text(StatusCode::OK, "ok"),
         "/readiness_check" => readiness(state),
-        "/api/reports/daily_usage" => report(state, &req, |s| &s.daily_usage),
-        _ => report(state, &req, |s| &s.user_visits),
+        "/api/reports/daily_usage" => report(state, &req, |s| &s.data.daily_usage),
+        _ => report(state, &req, |s| &s.data.user_visits),
     }
 }
 

@@ -1,0 +1,15 @@
+DROP TRIGGER rollup_capture_truncate ON users;
+DROP TRIGGER rollup_capture_update ON users;
+DROP TRIGGER rollup_capture_delete ON users;
+DROP TRIGGER rollup_capture_insert ON users;
+DROP TRIGGER rollup_capture_truncate ON tokens;
+DROP TRIGGER rollup_capture_update ON tokens;
+DROP TRIGGER rollup_capture_delete ON tokens;
+DROP TRIGGER rollup_capture_insert ON tokens;
+DROP FUNCTION rollup_capture_truncate();
+DROP FUNCTION rollup_capture_users_change();
+DROP FUNCTION rollup_capture_tokens_update();
+DROP FUNCTION rollup_capture_tokens_delete();
+DROP FUNCTION rollup_capture_tokens_insert();
+DROP INDEX IF EXISTS tokens_created_at_used_at_index;
+DROP TABLE rollup_changes;

@@ -1,0 +1,174 @@
+//! SQL of the incremental refresh: consume the captured changes, recompute what they name, and the dry-run view.
+//!
+//! Everything here runs inside the refresh's REPEATABLE READ transaction (see `migrations/*_change_capture`
+//! for why that loses nothing). Work sets live in temporary tables dropped at commit.
+//!
+//! - Days named by a change are recomputed from the base tables (one index range scan per day).
+//! - Users are maintained by exact deltas (+1 per token added, -1 per token removed or moved away) and get their
+//!   `joined_at` re-read; a user whose count falls to zero loses its row. Recomputing a user would read all of
+//!   that user's tokens, which for a regular is thousands of rows per change; the delta costs one row. Users in
+//!   a `--from/--to` range are recomputed from the base tables instead (backfill), as are users whose count would
+//!   turn negative (which only a write made with the triggers disabled can cause).
+
+use chrono::NaiveDate;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Date, Nullable, Text};
+
+use super::queries::RecomputeCounts;
+
+/// What the consumed changes ask for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, QueryableByName)]
+pub struct Consumed {
+    #[diesel(sql_type = BigInt)]
+    pub changes: i64,
+    #[diesel(sql_type = Bool)]
+    pub full_rebuild: bool,
+}
+
+/// Moves every change row visible in this transaction's snapshot into the temp table `refresh_consumed`.
+pub fn consume_changes(conn: &mut PgConnection) -> QueryResult<Consumed> {
+    conn.batch_execute(
+        "CREATE TEMP TABLE refresh_consumed ON COMMIT DROP AS \
+           SELECT day, user_id, visits_delta, full_rebuild FROM rollup_changes WITH NO DATA; \
+         WITH c AS (DELETE FROM rollup_changes RETURNING day, user_id, visits_delta, full_rebuild) \
+           INSERT INTO refresh_consumed SELECT * FROM c",
+    )?;
+    diesel::sql_query(
+        "SELECT count(*)::int8 AS changes, coalesce(bool_or(full_rebuild), false) AS full_rebuild FROM refresh_consumed",
+    )
+    .get_result(conn)
+}
+
+#[derive(QueryableByName)]
+struct Counted {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = BigInt)]
+    rows: i64,
+}
+
+/// Recomputes the days and users named in `refresh_consumed`, plus, for a backfill, every day in `range` and
+/// every user with a token created in it. Returns what was done.
+pub fn apply_changes(
+    conn: &mut PgConnection,
+    range: Option<(NaiveDate, NaiveDate)>,
+) -> QueryResult<RecomputeCounts> {
+    let (from, to) = range.map_or((None, None), |(f, t)| (Some(f), Some(t)));
+    // Days: the named ones and the range, then one index range scan per day.
+    diesel::sql_query(
+        "CREATE TEMP TABLE refresh_days ON COMMIT DROP AS \
+           SELECT day FROM refresh_consumed WHERE day IS NOT NULL \
+           UNION SELECT d::date FROM generate_series($1::date, $2::date, interval '1 day') d",
+    )
+    .bind::<Nullable<Date>, _>(from)
+    .bind::<Nullable<Date>, _>(to)
+    .execute(conn)?;
+    conn.batch_execute(
+        "DELETE FROM daily_usage_rollup r USING refresh_days d WHERE r.day = d.day; \
+         CREATE TEMP TABLE refresh_day_rows ON COMMIT DROP AS \
+           SELECT d.day, c.n FROM refresh_days d CROSS JOIN LATERAL ( \
+             SELECT count(*) AS n FROM tokens t \
+             WHERE t.created_at >= d.day AND t.created_at < d.day + 1 AND t.used_at IS NOT NULL) c; \
+         INSERT INTO daily_usage_rollup (day, checkins) SELECT day, n FROM refresh_day_rows WHERE n > 0",
+    )?;
+    let days: Counted = diesel::sql_query(
+        "SELECT count(*)::int8 AS n, coalesce(sum(n), 0)::int8 AS rows FROM refresh_day_rows",
+    )
+    .get_result(conn)?;
+
+    // Users: deltas, and full recounts for the backfill range and for anything inconsistent.
+    diesel::sql_query(
+        "CREATE TEMP TABLE refresh_users ON COMMIT DROP AS \
+           SELECT user_id, sum(delta)::int8 AS delta, bool_or(recount) AS recount FROM ( \
+             SELECT user_id, visits_delta AS delta, false AS recount FROM refresh_consumed WHERE user_id IS NOT NULL \
+             UNION ALL SELECT DISTINCT user_id, 0, true FROM tokens \
+               WHERE $1::date IS NOT NULL AND created_at >= $1::date AND created_at < $2::date + 1 \
+           ) u GROUP BY user_id",
+    )
+    .bind::<Nullable<Date>, _>(from)
+    .bind::<Nullable<Date>, _>(to)
+    .execute(conn)?;
+    conn.batch_execute(
+        "CREATE TEMP TABLE refresh_user_rows ON COMMIT DROP AS \
+           SELECT u.user_id, u.recount, coalesce(r.visits, 0) + u.delta AS visits, usr.joined_at \
+           FROM refresh_users u \
+           LEFT JOIN user_visits_rollup r ON r.user_id = u.user_id \
+           LEFT JOIN users usr ON usr.id = u.user_id; \
+         UPDATE refresh_user_rows x SET visits = (SELECT count(*) FROM tokens t WHERE t.user_id = x.user_id), \
+           recount = true \
+         WHERE x.recount OR x.visits < 0; \
+         DELETE FROM user_visits_rollup r USING refresh_users u WHERE r.user_id = u.user_id; \
+         INSERT INTO user_visits_rollup (user_id, joined_at, visits) \
+           SELECT user_id, joined_at, visits FROM refresh_user_rows WHERE visits > 0",
+    )?;
+    let users: Counted = diesel::sql_query(
+        "SELECT count(*)::int8 AS n, coalesce(sum(visits) FILTER (WHERE recount), 0)::int8 + count(*) AS rows \
+         FROM refresh_user_rows",
+    )
+    .get_result(conn)?;
+    let consumed: Counted =
+        diesel::sql_query("SELECT count(*)::int8 AS n, 0::int8 AS rows FROM refresh_consumed")
+            .get_result(conn)?;
+    Ok(RecomputeCounts {
+        days: days.n,
+        users: users.n,
+        rows_read: consumed.n + days.rows + users.rows,
+        rows_written: days.n + users.n,
+    })
+}
+
+/// One line of the dry-run view: what a kind of statement left pending.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct PendingBySource {
+    #[diesel(sql_type = Text)]
+    pub source: String,
+    #[diesel(sql_type = BigInt)]
+    pub rows: i64,
+    #[diesel(sql_type = BigInt)]
+    pub days: i64,
+    #[diesel(sql_type = BigInt)]
+    pub users: i64,
+    #[diesel(sql_type = Bool)]
+    pub full_rebuild: bool,
+}
+
+/// The pending changes, grouped by the statement kind that recorded them, without consuming them.
+pub fn pending_by_source(conn: &mut PgConnection) -> QueryResult<Vec<PendingBySource>> {
+    diesel::sql_query(
+        "SELECT source, count(*)::int8 AS rows, count(DISTINCT day)::int8 AS days, \
+                count(DISTINCT user_id)::int8 AS users, bool_or(full_rebuild) AS full_rebuild \
+         FROM rollup_changes GROUP BY source ORDER BY source",
+    )
+    .load(conn)
+}
+
+#[derive(QueryableByName)]
+struct PendingDay {
+    #[diesel(sql_type = Date)]
+    day: NaiveDate,
+}
+
+/// The distinct pending days, ascending.
+pub fn pending_days(conn: &mut PgConnection) -> QueryResult<Vec<NaiveDate>> {
+    let rows: Vec<PendingDay> = diesel::sql_query(
+        "SELECT DISTINCT day FROM rollup_changes WHERE day IS NOT NULL ORDER BY day",
+    )
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.day).collect())
+}
+
+#[derive(QueryableByName)]
+struct PendingCount {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// How many distinct users the pending changes name.
+pub fn pending_users(conn: &mut PgConnection) -> QueryResult<i64> {
+    let row: PendingCount =
+        diesel::sql_query("SELECT count(DISTINCT user_id)::int8 AS n FROM rollup_changes")
+            .get_result(conn)?;
+    Ok(row.n)
+}
