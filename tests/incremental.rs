@@ -1,0 +1,260 @@
+//! Incremental refresh equals a full recompute: after any sequence of writes (property test), and with writers
+//! and refreshes running at the same time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::migrated_db;
+use coworking_analytics::db::queries;
+use coworking_analytics::refresh::{self, Mode, Outcome};
+use diesel::connection::SimpleConnection;
+use diesel::PgConnection;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use std::cell::RefCell;
+
+/// Times that sit on both sides of midnight, so day boundaries are exercised.
+const TIMES: [&str; 3] = ["00:00:00", "12:00:00", "23:59:59.999999"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// One INSERT statement with several tokens: (user 1..=4, day 0..3, time index, used).
+    Insert(Vec<(u8, u8, u8, bool)>),
+    /// Set used_at on the n-th unused token (a late check-in).
+    LateCheckin(u8),
+    /// Clear used_at on the n-th used token.
+    UndoCheckin(u8),
+    /// Move the n-th token to another user and day.
+    Move(u8, u8, u8, u8),
+    /// Delete the tokens whose id % m == r (one statement, possibly many rows).
+    Delete(u8, u8),
+    /// Change a user's joined_at (micros 0 exercises the short format).
+    Joined(u8, u32),
+    /// Delete a user and its tokens in one transaction.
+    DeleteUser(u8),
+    Refresh,
+    Range(u8, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec((1u8..=4, 0u8..3, 0u8..3, any::<bool>()), 1..6).prop_map(Op::Insert),
+        2 => any::<u8>().prop_map(Op::LateCheckin),
+        1 => any::<u8>().prop_map(Op::UndoCheckin),
+        2 => (any::<u8>(), 1u8..=4, 0u8..3, 0u8..3).prop_map(|(a, b, c, d)| Op::Move(a, b, c, d)),
+        1 => (2u8..5, 0u8..5).prop_map(|(m, r)| Op::Delete(m, r % m)),
+        1 => (1u8..=4, prop_oneof![Just(0u32), 1u32..999_999]).prop_map(|(u, m)| Op::Joined(u, m)),
+        1 => (1u8..=4).prop_map(Op::DeleteUser),
+        3 => Just(Op::Refresh),
+        1 => (0u8..3, 0u8..3).prop_map(|(a, b)| Op::Range(a.min(b), a.max(b))),
+    ]
+}
+
+fn ts(day: u8, time: u8) -> String {
+    format!("2023-02-{:02} {}", 6 + day, TIMES[usize::from(time % 3)])
+}
+
+fn ensure_user(conn: &mut PgConnection, user: u8) {
+    conn.batch_execute(&format!(
+        "INSERT INTO users (id, first_name, last_name, joined_at) VALUES ({user}, 'F', 'L', '2023-01-0{user} 08:00:00.5') \
+         ON CONFLICT (id) DO NOTHING"
+    ))
+    .unwrap();
+}
+
+fn nth_token(filter: &str, n: u8) -> String {
+    format!(
+        "(SELECT id FROM tokens WHERE {filter} ORDER BY id \
+         OFFSET {n} % greatest((SELECT count(*) FROM tokens WHERE {filter}), 1) LIMIT 1)"
+    )
+}
+
+fn apply(conn: &mut PgConnection, op: &Op) {
+    match op {
+        Op::Insert(rows) => {
+            for (u, ..) in rows {
+                ensure_user(conn, *u);
+            }
+            let values: Vec<String> = rows
+                .iter()
+                .map(|(u, d, t, used)| {
+                    let created = ts(*d, *t);
+                    let used = if *used { format!("'{created}'::timestamp + interval '5 minutes'") } else { "NULL".into() };
+                    format!("({u}, '123456', '{created}', {used})")
+                })
+                .collect();
+            conn.batch_execute(&format!(
+                "INSERT INTO tokens (user_id, token, created_at, used_at) VALUES {}",
+                values.join(",")
+            ))
+            .unwrap();
+        }
+        Op::LateCheckin(n) => conn
+            .batch_execute(&format!(
+                "UPDATE tokens SET used_at = created_at + interval '3 days' WHERE id = {}",
+                nth_token("used_at IS NULL", *n)
+            ))
+            .unwrap(),
+        Op::UndoCheckin(n) => conn
+            .batch_execute(&format!("UPDATE tokens SET used_at = NULL WHERE id = {}", nth_token("used_at IS NOT NULL", *n)))
+            .unwrap(),
+        Op::Move(n, u, d, t) => {
+            ensure_user(conn, *u);
+            conn.batch_execute(&format!(
+                "UPDATE tokens SET user_id = {u}, created_at = '{}' WHERE id = {}",
+                ts(*d, *t),
+                nth_token("true", *n)
+            ))
+            .unwrap()
+        }
+        Op::Delete(m, r) => conn.batch_execute(&format!("DELETE FROM tokens WHERE id % {m} = {r}")).unwrap(),
+        Op::Joined(u, micros) => conn
+            .batch_execute(&format!(
+                "UPDATE users SET joined_at = '2023-01-15 10:00:00'::timestamp + interval '{micros} microseconds' WHERE id = {u}"
+            ))
+            .unwrap(),
+        Op::DeleteUser(u) => conn
+            .batch_execute(&format!(
+                "BEGIN; DELETE FROM tokens WHERE user_id = {u}; DELETE FROM users WHERE id = {u}; COMMIT;"
+            ))
+            .unwrap(),
+        Op::Refresh => refresh_and_check(conn, Mode::Incremental),
+        Op::Range(a, b) => {
+            let day = |d: u8| chrono::NaiveDate::from_ymd_opt(2023, 2, 6 + u32::from(d)).unwrap();
+            refresh_and_check(conn, Mode::Range { from: day(*a), to: day(*b) })
+        }
+    }
+}
+
+fn refresh_and_check(conn: &mut PgConnection, mode: Mode) {
+    let outcome = refresh::run(conn, mode, "proptest").unwrap();
+    assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+    assert_matches_definition(conn);
+}
+
+fn assert_matches_definition(conn: &mut PgConnection) {
+    let (days, users) = queries::rollup_contents(conn).unwrap();
+    assert_eq!(
+        days,
+        queries::definition_daily_usage(conn).unwrap(),
+        "daily usage"
+    );
+    assert_eq!(
+        users,
+        queries::definition_user_visits(conn).unwrap(),
+        "user visits"
+    );
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500)
+}
+
+/// Runs `cases()` random write sequences on one database; two of these run in parallel.
+fn property(seed_name: &str) {
+    let db = migrated_db();
+    let conn = RefCell::new(db.conn());
+    refresh_and_check(&mut conn.borrow_mut(), Mode::Incremental); // the first run is a full rebuild
+    let config = ProptestConfig {
+        cases: cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new_with_rng(
+        config,
+        proptest::test_runner::TestRng::from_seed(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+            &sha_seed(seed_name),
+        ),
+    );
+    runner
+        .run(&prop::collection::vec(op(), 1..14), |ops| {
+            let mut conn = conn.borrow_mut();
+            for op in &ops {
+                apply(&mut conn, op);
+            }
+            refresh_and_check(&mut conn, Mode::Incremental);
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn sha_seed(name: &str) -> [u8; 32] {
+    let mut seed = [7u8; 32];
+    for (i, b) in name.bytes().enumerate() {
+        seed[i % 32] ^= b;
+    }
+    seed
+}
+
+#[test]
+fn incremental_refresh_equals_full_recompute_a() {
+    property("a");
+}
+
+#[test]
+fn incremental_refresh_equals_full_recompute_b() {
+    property("b");
+}
+
+#[test]
+fn concurrent_writers_and_refreshers_end_equal_to_a_full_recompute() {
+    let db = migrated_db();
+    refresh_and_check(&mut db.conn(), Mode::Incremental);
+    let writers: Vec<_> = (0..3u64)
+        .map(|w| {
+            let url = db.url.clone();
+            std::thread::spawn(move || {
+                let mut conn = coworking_analytics::db::connect(&url).unwrap();
+                let mut runner = proptest::test_runner::TestRunner::new_with_rng(
+                    ProptestConfig::default(),
+                    proptest::test_runner::TestRng::from_seed(
+                        proptest::test_runner::RngAlgorithm::ChaCha,
+                        &sha_seed(&format!("writer{w}")),
+                    ),
+                );
+                let ops = prop::collection::vec(op(), 150)
+                    .new_tree(&mut runner)
+                    .unwrap()
+                    .current();
+                for op in ops
+                    .iter()
+                    .filter(|o| !matches!(o, Op::Refresh | Op::Range(..) | Op::DeleteUser(_)))
+                {
+                    // Writers on different connections can deadlock on the same rows: the losing statement rolls back
+                    // and changes nothing, so it is simply skipped.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        apply(&mut conn, op)
+                    }));
+                }
+            })
+        })
+        .collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refreshers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, done) = (db.url.clone(), std::sync::Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut conn = coworking_analytics::db::connect(&url).unwrap();
+                let (mut ran, mut skipped) = (0, 0);
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    match refresh::run(&mut conn, Mode::Incremental, "concurrent").unwrap() {
+                        Outcome::Completed(_) => ran += 1,
+                        Outcome::Skipped => skipped += 1,
+                    }
+                }
+                (ran, skipped)
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ran: i32 = refreshers.into_iter().map(|r| r.join().unwrap().0).sum();
+    assert!(ran > 1, "refreshes ran while writers wrote");
+    refresh_and_check(&mut db.conn(), Mode::Incremental);
+}
