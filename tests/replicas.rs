@@ -1,0 +1,264 @@
+//! Many replicas on one database: one writer at a time (advisory lock, across processes), every replica's cache
+//! following the writer (LISTEN/NOTIFY, and polling when a notification is lost), and the `refresh` flags.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{add_token, add_user, migrated_db, request, spawn_app, wait_for_run};
+use coworking_analytics::db::queries;
+use coworking_analytics::refresh::{self, Mode, Outcome, WRITER_LOCK_KEY};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_coworking-analytics");
+
+fn refresh_cmd(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("refresh")
+        .args(args)
+        .env("DATABASE_URL", url)
+        .output()
+        .unwrap()
+}
+
+fn success_runs(conn: &mut PgConnection) -> i64 {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "(SELECT count(*) FROM refresh_runs WHERE outcome = 'success')",
+    ))
+    .get_result(conn)
+    .unwrap()
+}
+
+#[test]
+fn processes_that_do_not_get_the_writer_lock_skip_and_say_so() {
+    let db = migrated_db();
+    let mut holder = db.conn();
+    holder.batch_execute("BEGIN").unwrap();
+    queries::advisory_xact_lock(&mut holder, WRITER_LOCK_KEY).unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(BIN)
+                .arg("refresh")
+                .env("DATABASE_URL", &db.url)
+                .output()
+        })
+        .collect();
+    for out in children {
+        let out = out.unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("refresh skipped"),
+            "{out:?}"
+        );
+    }
+    assert_eq!(
+        success_runs(&mut db.conn()),
+        0,
+        "nobody wrote while the lock was held"
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    assert_eq!(refresh_cmd(&db.url, &[]).status.code(), Some(0));
+    assert_eq!(success_runs(&mut db.conn()), 1);
+}
+
+#[test]
+fn concurrent_refresh_processes_never_overlap_and_end_correct() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    coworking_analytics::seed::load(
+        &mut conn,
+        coworking_analytics::seed::SeedParams {
+            users: 200,
+            tokens: 20_000,
+            ..coworking_analytics::seed::DEMO_PARAMS
+        },
+    )
+    .unwrap();
+    let procs: Vec<_> = (0..4)
+        .map(|i| {
+            let url = db.url.clone();
+            std::thread::spawn(move || {
+                for _ in 0..4 {
+                    let args: &[&str] = if i == 0 { &["--full"] } else { &[] };
+                    assert_eq!(refresh_cmd(&url, args).status.code(), Some(0));
+                }
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        conn.batch_execute("UPDATE tokens SET used_at = created_at WHERE id IN (SELECT id FROM tokens WHERE used_at IS NULL LIMIT 50)")
+            .unwrap();
+    }
+    for p in procs {
+        p.join().unwrap();
+    }
+    // Successful runs hold the lock from start to commit, so their intervals never overlap.
+    let overlaps: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "(SELECT count(*) FROM refresh_runs a JOIN refresh_runs b ON a.id < b.id \
+          WHERE a.outcome = 'success' AND b.outcome = 'success' \
+          AND a.started_at < b.finished_at AND b.started_at < a.finished_at)",
+    ))
+    .get_result(&mut conn)
+    .unwrap();
+    assert_eq!(overlaps, 0);
+    assert!(matches!(
+        refresh::run(&mut conn, Mode::Incremental, "t").unwrap(),
+        Outcome::Completed(_)
+    ));
+    let (days, users) = queries::rollup_contents(&mut conn).unwrap();
+    assert_eq!(days, queries::definition_daily_usage(&mut conn).unwrap());
+    assert_eq!(users, queries::definition_user_visits(&mut conn).unwrap());
+}
+
+#[tokio::test]
+async fn a_replica_skips_its_tick_when_another_writer_holds_the_lock() {
+    let db = migrated_db();
+    let mut holder = db.conn();
+    holder.batch_execute("BEGIN").unwrap();
+    queries::advisory_xact_lock(&mut holder, WRITER_LOCK_KEY).unwrap();
+    let app = spawn_app(&db.url, &[("REFRESH_SCHEDULE", "* * * * * *")]).await;
+    for _ in 0..100 {
+        if app.stats.skipped.load(Ordering::Relaxed) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        app.stats.skipped.load(Ordering::Relaxed) >= 2,
+        "skips are counted"
+    );
+    assert_eq!(app.cache.run_id(), 0, "nothing was refreshed");
+    holder.batch_execute("COMMIT").unwrap();
+    wait_for_run(&app, 0).await;
+    app.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn every_replica_follows_the_writer_by_notification() {
+    let db = migrated_db();
+    // Polling is made too slow to matter: only LISTEN/NOTIFY can bring the new data in time.
+    let slow_poll = [("FOLLOW_POLL_INTERVAL", "1h")];
+    let a = spawn_app(&db.url, &slow_poll).await;
+    let b = spawn_app(&db.url, &slow_poll).await;
+    let first = wait_for_run(&a, 0).await;
+    wait_for_run(&b, first - 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // let both followers LISTEN
+    let mut conn = db.conn();
+    add_user(&mut conn, 1, "2023-01-01 00:00:00");
+    add_token(
+        &mut conn,
+        1,
+        "2023-02-01 10:00:00",
+        Some("2023-02-01 10:01:00"),
+    );
+    let Outcome::Completed(run) = refresh::run(&mut conn, Mode::Incremental, "cronjob").unwrap()
+    else {
+        panic!()
+    };
+    for app in [&a, &b] {
+        assert_eq!(wait_for_run(app, run.run_id - 1).await, run.run_id);
+        let r = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
+        assert_eq!(r.text(), "{\"2023-02-01\":1}\n");
+        assert_eq!(
+            r.header("x-refresh-run-id"),
+            Some(run.run_id.to_string().as_str())
+        );
+        let expected = run
+            .finished_at
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        assert_eq!(r.header("last-modified"), Some(expected.as_str()));
+    }
+    // A run that changed nothing moves the timestamps but keeps the data (and its ETag).
+    let etag = request(b.addr, "GET", "/api/reports/daily_usage", &[])
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let Outcome::Completed(noop) = refresh::run(&mut conn, Mode::Incremental, "cronjob").unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(wait_for_run(&b, run.run_id).await, noop.run_id);
+    let r = request(b.addr, "GET", "/api/reports/daily_usage", &[]).await;
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    assert_eq!(
+        r.header("x-refresh-run-id"),
+        Some(noop.run_id.to_string().as_str())
+    );
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_lost_notification_only_delays_polling_catches_up() {
+    let db = migrated_db();
+    let app = spawn_app(&db.url, &[("FOLLOW_POLL_INTERVAL", "1s")]).await;
+    let first = wait_for_run(&app, 0).await;
+    // A run committed without NOTIFY (as if the notification were lost).
+    db.conn()
+        .batch_execute(
+            "BEGIN; INSERT INTO daily_usage_rollup VALUES ('2023-05-05', 7); \
+             INSERT INTO refresh_runs (started_at, finished_at, outcome, mode) VALUES (now(), now(), 'success', 'full'); \
+             UPDATE refresh_runs SET data_version = id WHERE id = (SELECT max(id) FROM refresh_runs); COMMIT;",
+        )
+        .unwrap();
+    wait_for_run(&app, first).await;
+    let r = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
+    assert_eq!(r.text(), "{\"2023-05-05\":7}\n");
+    app.shutdown(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn refresh_flags_full_range_and_dry_run() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    assert_eq!(refresh_cmd(&db.url, &[]).status.code(), Some(0));
+    add_user(&mut conn, 1, "2023-01-01 00:00:00");
+    add_token(
+        &mut conn,
+        1,
+        "2023-02-01 10:00:00",
+        Some("2023-02-01 10:01:00"),
+    );
+    let out = refresh_cmd(&db.url, &["--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tokens insert")
+            && text.contains("2023-02-01")
+            && text.contains("users to update: 1"),
+        "{text}"
+    );
+    assert_eq!(success_runs(&mut conn), 1, "a dry run changes nothing");
+    assert_eq!(refresh_cmd(&db.url, &[]).status.code(), Some(0));
+    // Fix source data behind the triggers' back, then backfill that day.
+    conn.batch_execute(
+        "SET session_replication_role = replica; \
+         INSERT INTO tokens (user_id, token, created_at, used_at) VALUES (1, 'x', '2023-02-01 11:00', '2023-02-01 11:00'); \
+         SET session_replication_role = origin;",
+    )
+    .unwrap();
+    assert_eq!(refresh_cmd(&db.url, &[]).status.code(), Some(0));
+    let (days, users) = queries::rollup_contents(&mut conn).unwrap();
+    assert_eq!(
+        (days[0].checkins, users[0].visits),
+        (1, 1),
+        "a write made without triggers is not seen"
+    );
+    let out = refresh_cmd(&db.url, &["--from", "2023-02-01", "--to", "2023-02-01"]);
+    assert_eq!(out.status.code(), Some(0));
+    let (days, users) = queries::rollup_contents(&mut conn).unwrap();
+    assert_eq!(days, queries::definition_daily_usage(&mut conn).unwrap());
+    assert_eq!(users, queries::definition_user_visits(&mut conn).unwrap());
+    assert!(
+        String::from_utf8_lossy(&refresh_cmd(&db.url, &["--full"]).stdout)
+            .contains("\"mode\":\"full\"")
+    );
+    let out = refresh_cmd(&db.url, &["--from", "2023-02-02", "--to", "2023-02-01"]);
+    assert_eq!(out.status.code(), Some(1), "a reversed range is refused");
+    let out = refresh_cmd(&db.url, &["--from", "2023-02-02"]);
+    assert_eq!(out.status.code(), Some(2), "--from needs --to");
+}
