@@ -31,8 +31,7 @@ pub enum DemoError {
 /// Creates database `coworking` in `pg` and loads the `db/` scripts into it; returns its connection string.
 pub fn load_demo_database(pg: &TempPostgres) -> Result<String, DemoError> {
     let mut admin = crate::db::connect(&pg.url("postgres"))?;
-    admin.batch_execute("DROP DATABASE IF EXISTS coworking")?;
-    admin.batch_execute("CREATE DATABASE coworking")?;
+    crate::db::queries::recreate_database(&mut admin, "coworking")?;
     let url = pg.url("coworking");
     let mut conn = crate::db::connect(&url)?;
     conn.batch_execute(INIT_TABLES_SQL)?;

@@ -11,7 +11,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::io::{IsTerminal, Write};
 
+use crate::db::queries;
 use crate::schema::{tokens, users};
+
+/// From this many tokens on, `load` suspends per-statement change capture and asks for one full rebuild.
+const BULK_LOAD_TOKENS: u64 = 100_000;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,19 +202,11 @@ fn io_error(e: std::io::Error) -> diesel::result::Error {
     diesel::result::Error::SerializationError(Box::new(e))
 }
 
-#[derive(QueryableByName)]
-struct MaxId {
-    #[diesel(sql_type = diesel::sql_types::Integer)]
-    max_id: i32,
-}
-
 /// Loads the data into the database with COPY, after any users already there. Shows progress on a terminal.
 /// Returns (users, tokens) inserted.
 pub fn load(conn: &mut PgConnection, params: SeedParams) -> QueryResult<(usize, usize)> {
     conn.transaction(|conn| {
-        let offset = diesel::sql_query("SELECT coalesce(max(id), 0) AS max_id FROM users")
-            .get_result::<MaxId>(conn)?;
-        let offset = offset.max_id;
+        let offset = queries::max_user_id(conn)?;
         let n_users = diesel::copy_from(users::table)
             .from_raw_data(
                 (
@@ -235,10 +231,9 @@ pub fn load(conn: &mut PgConnection, params: SeedParams) -> QueryResult<(usize, 
                 },
             )
             .execute(conn)?;
-        diesel::sql_query(
-            "SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT max(id) FROM users))",
-        )
-        .execute(conn)?;
+        queries::sync_users_id_sequence(conn)?;
+        // A large load would record a change row per (day, user) pair: record one full rebuild instead.
+        let suspended = params.tokens >= BULK_LOAD_TOKENS && queries::suspend_token_capture(conn);
         let progress = std::io::stderr().is_terminal() && params.tokens >= 100_000;
         let n_tokens = diesel::copy_from(tokens::table)
             .from_raw_data(
@@ -266,6 +261,9 @@ pub fn load(conn: &mut PgConnection, params: SeedParams) -> QueryResult<(usize, 
                 },
             )
             .execute(conn)?;
+        if suspended {
+            queries::resume_token_capture(conn)?;
+        }
         Ok((n_users, n_tokens))
     })
 }

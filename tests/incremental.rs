@@ -258,3 +258,38 @@ fn concurrent_writers_and_refreshers_end_equal_to_a_full_recompute() {
     assert!(ran > 1, "refreshes ran while writers wrote");
     refresh_and_check(&mut db.conn(), Mode::Incremental);
 }
+
+#[test]
+fn a_large_seed_asks_for_one_full_rebuild_and_capture_resumes() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    refresh_and_check(&mut conn, Mode::Incremental);
+    let params = coworking_analytics::seed::SeedParams {
+        tokens: 100_000,
+        users: 300,
+        ..coworking_analytics::seed::DEMO_PARAMS
+    };
+    coworking_analytics::seed::load(&mut conn, params).unwrap();
+    let Outcome::Completed(run) = refresh::run(&mut conn, Mode::Incremental, "t").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        run.mode,
+        Mode::Full,
+        "the bulk load asked for a full rebuild"
+    );
+    assert_matches_definition(&mut conn);
+    conn.batch_execute(
+        "INSERT INTO tokens (user_id, token, created_at, used_at) VALUES (1, 'x', now(), now())",
+    )
+    .unwrap();
+    let Outcome::Completed(run) = refresh::run(&mut conn, Mode::Incremental, "t").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (run.mode, run.counts.users),
+        (Mode::Incremental, 1),
+        "the insert trigger is back on"
+    );
+    assert_matches_definition(&mut conn);
+}

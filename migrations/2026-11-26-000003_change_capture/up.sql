@@ -6,9 +6,9 @@
 -- that snapshot removes exactly the rows it can see, i.e. those of writes also visible in its snapshot of the
 -- base tables. A write committed after the snapshot was taken leaves its change row for the next refresh.
 CREATE TABLE rollup_changes (
-    -- daily usage: recompute this day from the base tables
+    -- daily usage: recompute this day from the base tables (NULL: no day affected)
     day DATE,
-    -- user visits: add visits_delta to this user's count (0 when only joined_at must be re-read)
+    -- user visits: add visits_delta to this user's count (0 when only joined_at must be re-read; NULL: none)
     user_id INTEGER,
     visits_delta BIGINT NOT NULL DEFAULT 0,
     -- TRUNCATE: rebuild everything
@@ -22,23 +22,21 @@ CREATE TABLE rollup_changes (
 -- Recomputing one day reads that day's tokens through this index instead of scanning the table.
 CREATE INDEX IF NOT EXISTS tokens_created_at_used_at_index ON tokens (created_at) INCLUDE (used_at);
 
+-- One row per (day, user) group of the statement: a single-row insert (the app's usual write) records one row.
+-- The day is set only for used tokens (only those count in daily usage).
 CREATE FUNCTION rollup_capture_tokens_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO rollup_changes (day, user_id, visits_delta, source)
-    SELECT created_at::date, NULL::integer, 0::bigint, 'tokens insert' FROM new_rows WHERE used_at IS NOT NULL
-    GROUP BY created_at::date
-    UNION ALL
-    SELECT NULL, user_id, count(*), 'tokens insert' FROM new_rows GROUP BY user_id;
+    SELECT CASE WHEN used_at IS NOT NULL THEN created_at::date END, user_id, count(*), 'tokens insert'
+    FROM new_rows GROUP BY 1, 2;
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION rollup_capture_tokens_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO rollup_changes (day, user_id, visits_delta, source)
-    SELECT created_at::date, NULL::integer, 0::bigint, 'tokens delete' FROM old_rows WHERE used_at IS NOT NULL
-    GROUP BY created_at::date
-    UNION ALL
-    SELECT NULL, user_id, -count(*), 'tokens delete' FROM old_rows GROUP BY user_id;
+    SELECT CASE WHEN used_at IS NOT NULL THEN created_at::date END, user_id, -count(*), 'tokens delete'
+    FROM old_rows GROUP BY 1, 2;
     RETURN NULL;
 END $$;
 

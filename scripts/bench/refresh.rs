@@ -1,0 +1,234 @@
+//! Refresh benchmark (`scripts/bench-refresh`, i.e. `cargo bench --bench refresh -- [TOKENS ...]`).
+//!
+//! For each size it starts a private PostgreSQL, seeds that many tokens with `seed` (100 tokens per user, over
+//! two years), and prints, all measured in the same run so the ratios hold on a noisy machine:
+//! - the two raw report queries run in psql (`\timing`), and a full refresh, and their ratio;
+//! - an incremental refresh after 1,000 and after 10,000 changed tokens (half inserts, half late check-ins,
+//!   spread over the last 7 days), as a fraction of the full refresh;
+//! - a bulk insert (100,000 rows in one statement) and 2,000 single-row inserts, with the change-capture
+//!   trigger and with it disabled (foreign-key checks stay on in both), and the overhead.
+//!
+//! Each figure is the median of several runs. Not a test: it asserts nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use coworking_analytics::config::with_dbname;
+use coworking_analytics::db;
+use coworking_analytics::pgtemp::TempPostgres;
+use coworking_analytics::refresh::{self, Mode, Outcome};
+use coworking_analytics::seed::{self, SeedParams};
+use diesel::connection::SimpleConnection;
+use diesel::PgConnection;
+use std::time::{Duration, Instant};
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn time<F: FnMut()>(runs: usize, mut f: F) -> Duration {
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+/// Server-side time of one statement as psql's `\timing` reports it.
+fn psql_time(url: &str, sql: &str) -> Duration {
+    let out = std::process::Command::new("psql")
+        .args([
+            url,
+            "-X",
+            "-q",
+            "-o",
+            "/dev/null",
+            "-c",
+            "\\timing on",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql (Debian: postgresql-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Time: "))
+        .unwrap_or_else(|| panic!("no timing: {text}"));
+    let value: f64 = line[6..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    Duration::from_secs_f64(value / 1000.0)
+}
+
+fn full_refresh(conn: &mut PgConnection) {
+    assert!(matches!(
+        refresh::run(conn, Mode::Full, "bench").unwrap(),
+        Outcome::Completed(_)
+    ));
+}
+
+fn incremental(conn: &mut PgConnection) -> (Duration, i64, i64) {
+    let t = Instant::now();
+    let Outcome::Completed(r) = refresh::run(conn, Mode::Incremental, "bench").unwrap() else {
+        panic!("skipped")
+    };
+    (t.elapsed(), r.counts.days, r.counts.users)
+}
+
+/// `n` changed tokens over the last 7 days of the data: half new tokens, half late check-ins, in 100-row statements.
+fn make_changes(conn: &mut PgConnection, n: usize, users: u32, end: &str, salt: usize) {
+    for batch in 0..(n / 2).div_ceil(100) {
+        conn.batch_execute(&format!(
+            "INSERT INTO tokens (user_id, token, created_at, used_at) \
+             SELECT 1 + (g * 7919 + {salt}) % {users}, '424242', ts, CASE WHEN g % 2 = 0 THEN ts + interval '2 min' END \
+             FROM generate_series(1, 100) g, LATERAL (SELECT '{end}'::timestamp - (g % 7 + 1) * interval '1 day' \
+                  + (g * 37 % 600) * interval '1 minute' AS ts) t"
+        ))
+        .unwrap();
+        conn.batch_execute(&format!(
+            "UPDATE tokens SET used_at = created_at + interval '1 day' WHERE id IN ( \
+               SELECT id FROM tokens WHERE used_at IS NULL AND created_at >= '{end}'::timestamp - interval '7 days' \
+               ORDER BY id OFFSET {} LIMIT 100)",
+            (batch * 100 + salt) % 5000
+        ))
+        .unwrap();
+    }
+}
+
+fn insert_cost(conn: &mut PgConnection, triggers: bool, bulk: bool) -> Duration {
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        conn.batch_execute("BEGIN").unwrap();
+        if !triggers {
+            // Only the change-capture trigger is disabled (the foreign-key check stays), and only inside this
+            // transaction: the rollback below restores it.
+            conn.batch_execute("ALTER TABLE tokens DISABLE TRIGGER rollup_capture_insert")
+                .unwrap();
+        }
+        let t = Instant::now();
+        if bulk {
+            conn.batch_execute(
+                "INSERT INTO tokens (user_id, token, created_at, used_at) SELECT 1 + g % 1000, '1', \
+                 '2026-10-01'::timestamp + g * interval '1 second', CASE WHEN g % 2 = 0 THEN now() END \
+                 FROM generate_series(1, 100000) g",
+            )
+            .unwrap();
+        } else {
+            for i in 0..2000 {
+                conn.batch_execute(&format!(
+                    "INSERT INTO tokens (user_id, token, created_at, used_at) VALUES ({}, '1', now(), now())",
+                    1 + i % 1000
+                ))
+                .unwrap();
+            }
+        }
+        // Only the inserts are timed, not the rollback that puts the table back.
+        runs.push(t.elapsed());
+        conn.batch_execute("ROLLBACK").unwrap();
+    }
+    median(runs)
+}
+
+fn bench(pg: &TempPostgres, tokens: u64) {
+    let name = format!("bench_{tokens}");
+    db::connect(&pg.url("postgres"))
+        .unwrap()
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let url = with_dbname(&pg.url("postgres"), &name);
+    let mut conn = db::connect(&url).unwrap();
+    db::migrate(&mut conn).unwrap();
+    let users = (tokens / 100).max(1) as u32;
+    let params = SeedParams {
+        users,
+        tokens,
+        days: 730,
+        ..seed::DEMO_PARAMS
+    };
+    let t = Instant::now();
+    seed::load(&mut conn, params).unwrap();
+    println!(
+        "\n## {tokens} tokens, {users} users, 730 days (seeded in {:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    conn.batch_execute("VACUUM ANALYZE").unwrap();
+    full_refresh(&mut conn); // first run: also consumes the seed's captured changes
+    conn.batch_execute("VACUUM ANALYZE").unwrap();
+
+    let daily = "SELECT DATE(created_at), COUNT(*) FROM tokens WHERE used_at IS NOT NULL GROUP BY DATE(created_at)";
+    let visits = "SELECT t.user_id, u.joined_at, COUNT(*) FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
+                  GROUP BY t.user_id, u.joined_at";
+    let raw = median(
+        (0..5)
+            .map(|_| psql_time(&url, daily) + psql_time(&url, visits))
+            .collect(),
+    );
+    let full = time(5, || full_refresh(&mut conn));
+    println!("raw report queries in psql (both): {}", ms(raw));
+    println!(
+        "full refresh:                      {}   ratio to raw queries: {:.2}x (target <= 1.5x)",
+        ms(full),
+        full.as_secs_f64() / raw.as_secs_f64()
+    );
+
+    let end = params.end.to_string();
+    for (i, n) in [1_000usize, 10_000].into_iter().enumerate() {
+        let mut runs = Vec::new();
+        let mut sizes = (0, 0);
+        for r in 0..3 {
+            make_changes(&mut conn, n, users, &end, i * 10 + r);
+            let (d, days, us) = incremental(&mut conn);
+            runs.push(d);
+            sizes = (days, us);
+        }
+        let inc = median(runs);
+        println!(
+            "incremental after {n:>6} changes:   {}   = {:.2}% of full (recomputed {} days, {} users)",
+            ms(inc),
+            100.0 * inc.as_secs_f64() / full.as_secs_f64(),
+            sizes.0,
+            sizes.1
+        );
+    }
+    for (label, bulk) in [
+        ("bulk insert of 100,000 rows", true),
+        ("2,000 single-row inserts ", false),
+    ] {
+        let without = insert_cost(&mut conn, false, bulk);
+        let with = insert_cost(&mut conn, true, bulk);
+        println!(
+            "{label}: {} with triggers, {} without   overhead {:+.1}% (target < 20%)",
+            ms(with),
+            ms(without),
+            100.0 * (with.as_secs_f64() / without.as_secs_f64() - 1.0)
+        );
+    }
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1_000_000, 10_000_000]
+    } else {
+        sizes
+    };
+    let pg = TempPostgres::start().expect("a private PostgreSQL");
+    println!("# refresh benchmark (private PostgreSQL, fsync off; figures are medians)");
+    for n in sizes {
+        bench(&pg, n);
+    }
+}
