@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::db;
 use crate::follower;
 use crate::http::{self, AppState};
+use crate::metrics::{self, sink::SinkSettings, Metrics, Publisher, SinkKind};
 use crate::refresh::Mode;
 use crate::worker::{self, backoff, Refresher, WorkerStats};
 
@@ -26,10 +27,12 @@ pub struct Service {
     pub addr: SocketAddr,
     pub cache: Arc<ReportCache>,
     pub stats: Arc<WorkerStats>,
+    pub metrics: Arc<Metrics>,
     shutdown_tx: watch::Sender<bool>,
     http: JoinHandle<()>,
     background: JoinHandle<()>,
     follower: JoinHandle<()>,
+    sink: JoinHandle<()>,
     log: Logger,
 }
 
@@ -57,9 +60,11 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
     let cache = Arc::new(ReportCache::new());
     let stats = Arc::new(WorkerStats::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (metrics, sink) = start_metrics(config, &cache, &shutdown_rx, &log);
 
     let state = Arc::new(AppState {
         cache: Arc::clone(&cache),
+        metrics: Arc::clone(&metrics),
         readiness_max_age: config.readiness_max_age,
     });
     let http = tokio::spawn(http::serve(
@@ -74,8 +79,10 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
         pool,
         cache: Arc::clone(&cache),
         stats: Arc::clone(&stats),
+        metrics: Arc::clone(&metrics),
         host: host_name(),
         log: log.new(slog::o!("task" => "worker")),
+        figures_at: Arc::default(),
     };
     let follower = tokio::task::spawn_blocking({
         let (conn, pool, cache) = (
@@ -94,12 +101,71 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
         addr,
         cache,
         stats,
+        metrics,
         shutdown_tx,
         http,
         background,
         follower,
+        sink,
         log,
     })
+}
+
+/// How often every replica publishes the age of the data it serves.
+const DATA_AGE_EVERY: Duration = Duration::from_secs(60);
+
+/// Creates the metrics, the sink task, and the task publishing this replica's data age every minute (before the
+/// first load: the time since start-up, so a replica that never gets data still looks stale).
+fn start_metrics(
+    config: &Config,
+    cache: &Arc<ReportCache>,
+    shutdown: &watch::Receiver<bool>,
+    log: &Logger,
+) -> (Arc<Metrics>, JoinHandle<()>) {
+    let m = &config.metrics;
+    let (publisher, sink) = match m.sink {
+        SinkKind::None => (Publisher::disabled(), tokio::spawn(async {})),
+        kind => {
+            let (publisher, rx) = Publisher::channel();
+            let settings = SinkSettings {
+                namespace: m.namespace.clone(),
+                environment: m.environment.clone(),
+                flush_interval: m.flush_interval,
+                call_timeout: Duration::from_secs(5),
+            };
+            let dropped = publisher.dropped_counter();
+            let log = log.new(slog::o!("task" => "metrics"));
+            (
+                publisher,
+                tokio::spawn(metrics::sink::run(
+                    kind,
+                    rx,
+                    settings,
+                    dropped,
+                    log,
+                    shutdown.clone(),
+                )),
+            )
+        }
+    };
+    let metrics = Arc::new(Metrics::new(publisher));
+    let (cache, metrics2, mut shutdown) =
+        (Arc::clone(cache), Arc::clone(&metrics), shutdown.clone());
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut every = tokio::time::interval(DATA_AGE_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = every.tick() => {}
+            }
+            let age = cache
+                .current()
+                .map_or(started.elapsed(), |s| s.age(chrono::Utc::now()));
+            metrics2.record_data_age(age);
+        }
+    });
+    (metrics, sink)
 }
 
 /// Migrate (retrying while the database is unreachable), load what the rollups already hold, then run the worker.
@@ -137,13 +203,14 @@ async fn background(refresher: Refresher, schedule: String, mut shutdown: watch:
 
 impl Service {
     /// Signals every task to stop and waits for them, at most `deadline` in all.
-    pub async fn shutdown(self, deadline: Duration) -> bool {
+    pub async fn shutdown(mut self, deadline: Duration) -> bool {
         info!(self.log, "shutting down"; "deadline_ms" => deadline.as_millis() as u64);
         let _ = self.shutdown_tx.send(true);
         let all = async {
-            let _ = self.http.await;
-            let _ = self.background.await;
-            let _ = self.follower.await;
+            let _ = (&mut self.http).await;
+            let _ = (&mut self.background).await;
+            let _ = (&mut self.follower).await;
+            let _ = (&mut self.sink).await;
         };
         let clean = tokio::time::timeout(deadline, all).await.is_ok();
         if clean {
@@ -155,6 +222,14 @@ impl Service {
             );
         }
         clean
+    }
+}
+
+impl Drop for Service {
+    /// A service dropped without [`Service::shutdown`] (a failed test, say) still tells its tasks to stop, so the
+    /// runtime is not kept alive by the follower's blocking loop.
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
     }
 }
 

@@ -25,6 +25,10 @@ pub const VARIABLES: &[&str] = &[
     "LOG_LEVEL",
     "SHUTDOWN_TIMEOUT",
     "FOLLOW_POLL_INTERVAL",
+    "METRICS_SINK",
+    "CLOUDWATCH_NAMESPACE",
+    "METRICS_ENVIRONMENT",
+    "METRICS_FLUSH_INTERVAL",
 ];
 
 /// Default refresh schedule: every 30 seconds (cron with a leading seconds field, UTC).
@@ -125,6 +129,16 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How often a replica checks for a newer refresh when no notification arrives.
     pub follow_poll_interval: Duration,
+    pub metrics: MetricsConfig,
+}
+
+/// Where metrics go (`METRICS_*`, `CLOUDWATCH_NAMESPACE`).
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    pub sink: crate::metrics::SinkKind,
+    pub namespace: String,
+    pub environment: String,
+    pub flush_interval: Duration,
 }
 
 impl Config {
@@ -195,12 +209,49 @@ impl Config {
                 "FOLLOW_POLL_INTERVAL",
                 get("FOLLOW_POLL_INTERVAL").unwrap_or("5s"),
             )?,
+            metrics: MetricsConfig {
+                sink: get("METRICS_SINK")
+                    .unwrap_or("none")
+                    .parse()
+                    .map_err(|reason| invalid("METRICS_SINK", reason))?,
+                namespace: parse_name(
+                    "CLOUDWATCH_NAMESPACE",
+                    get("CLOUDWATCH_NAMESPACE").unwrap_or("CoworkingAnalytics"),
+                )?,
+                environment: parse_name(
+                    "METRICS_ENVIRONMENT",
+                    get("METRICS_ENVIRONMENT").unwrap_or("development"),
+                )?,
+                flush_interval: parse_duration(
+                    "METRICS_FLUSH_INTERVAL",
+                    get("METRICS_FLUSH_INTERVAL").unwrap_or("10s"),
+                )?,
+            },
         })
     }
 }
 
 fn invalid(var: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { var, reason }
+}
+
+/// CloudWatch namespaces and dimension values: 1-255 printable ASCII characters; namespaces may not start with
+/// `AWS/` (reserved; the emulator accepts it, CloudWatch does not).
+fn parse_name(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let ok_chars = value.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+    if value.is_empty() || value.len() > 255 || !ok_chars {
+        return Err(invalid(
+            var,
+            format!("expected 1 to 255 printable ASCII characters, got {value:?}"),
+        ));
+    }
+    if var == "CLOUDWATCH_NAMESPACE" && value.starts_with("AWS/") {
+        return Err(invalid(
+            var,
+            "namespaces starting with AWS/ are reserved for AWS services".into(),
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 fn parse_port(var: &'static str, value: &str) -> Result<u16, ConfigError> {

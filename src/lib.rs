@@ -4,7 +4,8 @@
 //! `tokens`/`users` (base tables) -> [`refresh`] (one transaction, run by the [`worker`] on a schedule) ->
 //! rollup tables ([`db`]) -> [`cache`] (rendered bodies, swapped atomically, on every replica, kept current by
 //! the [`follower`]) -> [`http`].
-//! [`app`] wires them together for `serve`; [`config`] and [`logging`] are read by all of them.
+//! [`app`] wires them together for `serve`; [`config`] and [`logging`] are read by all of them; [`metrics`]
+//! branch off the worker and the server.
 
 pub mod app;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod follower;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod pgtemp;
 pub mod refresh;
 pub mod report;

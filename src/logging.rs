@@ -17,6 +17,34 @@ impl Drop for LogGuard {
     }
 }
 
+/// Stdout that writes each complete line with one locked write, so log lines never interleave with other
+/// line-oriented output of the process (the EMF metrics sink).
+#[derive(Debug, Default)]
+pub struct StdoutLines {
+    pending: Vec<u8>,
+}
+
+impl Write for StdoutLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if let Some(last_newline) = self.pending.iter().rposition(|&b| b == b'\n') {
+            let rest = self.pending.split_off(last_newline + 1);
+            let complete = std::mem::replace(&mut self.pending, rest);
+            std::io::stdout().lock().write_all(&complete)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            std::io::stdout()
+                .lock()
+                .write_all(&std::mem::take(&mut self.pending))?;
+        }
+        std::io::stdout().flush()
+    }
+}
+
 /// Builds the process logger writing JSON lines to `out` at `level` and above.
 pub fn json_logger<W: Write + Send + 'static>(out: W, level: slog::Level) -> (Logger, LogGuard) {
     let json = slog_json::Json::new(out)

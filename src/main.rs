@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
-    let (log, guard) = logging::json_logger(std::io::stdout(), config.log_level);
+    let (log, guard) = logging::json_logger(logging::StdoutLines::default(), config.log_level);
     let result = run(cli.command, &config, &log);
     let code = match result {
         Ok(code) => code,

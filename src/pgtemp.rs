@@ -48,7 +48,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgTempError {
 pub struct TempPostgres {
     root: PathBuf,
     child: Option<Child>,
-    /// Dropping this ends the keeper thread (see [`spawn_kept`]).
+    /// Dropping this ends the keeper thread (see [`spawn_tied`]).
     keeper: Option<std::sync::mpsc::Sender<()>>,
 }
 
@@ -167,7 +167,7 @@ impl TempPostgres {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io("server.log"))?)
             .stderr(log);
-        let (child, keeper) = spawn_kept(cmd).map_err(io("starting postgres"))?;
+        let (child, keeper) = spawn_tied(cmd).map_err(io("starting postgres"))?;
         me.child = Some(child);
         me.keeper = Some(keeper);
         me.wait_ready(Duration::from_secs(30))?;
@@ -233,7 +233,7 @@ impl Drop for TempPostgres {
 ///
 /// Linux delivers that signal when the *thread* that forked exits, not the process, so the fork happens on a
 /// keeper thread that lives until the returned sender is dropped (or the process dies).
-fn spawn_kept(mut cmd: Command) -> std::io::Result<(Child, std::sync::mpsc::Sender<()>)> {
+pub fn spawn_tied(mut cmd: Command) -> std::io::Result<(Child, std::sync::mpsc::Sender<()>)> {
     // SAFETY: prctl is async-signal-safe; it only sets a flag on the child about to exec.
     #[expect(
         unsafe_code,

@@ -185,7 +185,7 @@ pub fn dry_run(conn: &mut PgConnection, mode: Mode) -> diesel::QueryResult<Strin
         if !days.is_empty() {
             let shown: Vec<String> = days.iter().take(31).map(|d| d.to_string()).collect();
             let more = if days.len() > 31 { format!(" and {} more", days.len() - 31) } else { String::new() };
-            let _ = writeln!(out, "days to recompute: {}{more}", shown.join(", "));
+            let _ = writeln!(out, "days to update: {}{more}", shown.join(", "));
         }
         let users = incremental::pending_users(conn)?;
         if users > 0 {

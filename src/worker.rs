@@ -22,6 +22,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use crate::cache::ReportCache;
 use crate::db::{self, DbError, PgPool};
 use crate::follower;
+use crate::metrics::Metrics;
 use crate::refresh::{self, Mode, Outcome, RefreshError};
 
 /// First retry delay after a failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
@@ -57,9 +58,15 @@ pub struct Refresher {
     pub pool: PgPool,
     pub cache: Arc<ReportCache>,
     pub stats: Arc<WorkerStats>,
+    pub metrics: Arc<Metrics>,
     pub host: String,
     pub log: Logger,
+    /// When the dashboard figures were last computed (they cost a query, so at most once a minute).
+    pub figures_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How often the writer computes the dashboard figures.
+const FIGURES_EVERY: Duration = Duration::from_secs(60);
 
 impl Refresher {
     /// Runs one refresh and, when it committed, loads the new rollups into this replica's cache.
@@ -70,6 +77,7 @@ impl Refresher {
             let outcome = refresh::run(&mut conn, mode, &this.host)?;
             if let Outcome::Completed(_) = outcome {
                 follower::sync(&mut conn, &this.cache).map_err(DbError::from)?;
+                this.publish_figures_if_due(&mut conn);
             }
             Ok(outcome)
         })
@@ -84,6 +92,25 @@ impl Refresher {
             Ok(follower::sync(&mut conn, &this.cache).map_err(DbError::from)?)
         })
         .await?
+    }
+
+    fn publish_figures_if_due(&self, conn: &mut diesel::PgConnection) {
+        let Ok(mut at) = self.figures_at.lock() else {
+            return;
+        };
+        if at.is_some_and(|t| t.elapsed() < FIGURES_EVERY) {
+            return;
+        }
+        *at = Some(std::time::Instant::now());
+        let latest_day = self
+            .cache
+            .current()
+            .and_then(|s| s.data.days.last().map(|d| d.checkins))
+            .unwrap_or(0);
+        match crate::db::queries::active_users(conn) {
+            Ok((d7, d30)) => self.metrics.record_report_figures(latest_day, d7, d30),
+            Err(e) => warn!(self.log, "cannot compute the dashboard figures"; "error" => %e),
+        }
     }
 
     /// Runs pending migrations with a connection from the pool.
@@ -103,6 +130,12 @@ impl Refresher {
         match result {
             Ok(Outcome::Completed(report)) => {
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_refresh_success(
+                    report.duration,
+                    report.counts.rows_read,
+                    report.counts.days,
+                    report.counts.users,
+                );
                 if *failures > 0 {
                     info!(self.log, "refresh recovered"; "failed_attempts" => *failures);
                 }
@@ -116,12 +149,14 @@ impl Refresher {
             }
             Ok(Outcome::Skipped) => {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_refresh_skipped();
                 *failures = 0;
                 info!(self.log, "refresh skipped: another replica holds the writer lock"; "mode" => mode.as_str());
                 true
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_refresh_failure();
                 *failures += 1;
                 // Log the first failure of a streak as an error and later ones as warnings, so an outage does not
                 // flood the log at error level.

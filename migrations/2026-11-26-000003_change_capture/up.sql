@@ -6,8 +6,9 @@
 -- that snapshot removes exactly the rows it can see, i.e. those of writes also visible in its snapshot of the
 -- base tables. A write committed after the snapshot was taken leaves its change row for the next refresh.
 CREATE TABLE rollup_changes (
-    -- daily usage: recompute this day from the base tables (NULL: no day affected)
+    -- daily usage: add checkins_delta to this day's count (NULL: no day affected)
     day DATE,
+    checkins_delta BIGINT NOT NULL DEFAULT 0,
     -- user visits: add visits_delta to this user's count (0 when only joined_at must be re-read; NULL: none)
     user_id INTEGER,
     visits_delta BIGINT NOT NULL DEFAULT 0,
@@ -19,24 +20,28 @@ CREATE TABLE rollup_changes (
     CHECK (day IS NOT NULL OR user_id IS NOT NULL OR full_rebuild)
 );
 
--- Recomputing one day reads that day's tokens through this index instead of scanning the table.
+-- Recounting one day (backfill, or repairing a count the deltas cannot explain) reads that day's tokens through
+-- this index instead of scanning the table.
 CREATE INDEX IF NOT EXISTS tokens_created_at_used_at_index ON tokens (created_at) INCLUDE (used_at);
 
 -- One row per (day, user) group of the statement: a single-row insert (the app's usual write) records one row.
--- The day is set only for used tokens (only those count in daily usage).
+-- The day is set only for used tokens (only those count in daily usage), so a group with a day consists of
+-- check-ins only and its count is both the day's and the user's delta.
 CREATE FUNCTION rollup_capture_tokens_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO rollup_changes (day, user_id, visits_delta, source)
-    SELECT CASE WHEN used_at IS NOT NULL THEN created_at::date END, user_id, count(*), 'tokens insert'
-    FROM new_rows GROUP BY 1, 2;
+    INSERT INTO rollup_changes (day, checkins_delta, user_id, visits_delta, source)
+    SELECT day, CASE WHEN day IS NULL THEN 0 ELSE n END, user_id, n, 'tokens insert'
+    FROM (SELECT CASE WHEN used_at IS NOT NULL THEN created_at::date END AS day, user_id, count(*) AS n
+          FROM new_rows GROUP BY 1, 2) g;
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION rollup_capture_tokens_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO rollup_changes (day, user_id, visits_delta, source)
-    SELECT CASE WHEN used_at IS NOT NULL THEN created_at::date END, user_id, -count(*), 'tokens delete'
-    FROM old_rows GROUP BY 1, 2;
+    INSERT INTO rollup_changes (day, checkins_delta, user_id, visits_delta, source)
+    SELECT day, CASE WHEN day IS NULL THEN 0 ELSE -n END, user_id, -n, 'tokens delete'
+    FROM (SELECT CASE WHEN used_at IS NOT NULL THEN created_at::date END AS day, user_id, count(*) AS n
+          FROM old_rows GROUP BY 1, 2) g;
     RETURN NULL;
 END $$;
 
@@ -53,13 +58,13 @@ BEGIN
         WHERE o_id IS NULL OR n_id IS NULL
            OR o_user <> n_user OR o_day <> n_day OR o_used <> n_used
     )
-    INSERT INTO rollup_changes (day, user_id, visits_delta, source)
-    SELECT d, NULL::integer, 0::bigint, 'tokens update' FROM (
-        SELECT o_day AS d FROM changed WHERE o_id IS NOT NULL AND o_used
-        UNION SELECT n_day FROM changed WHERE n_id IS NOT NULL AND n_used
-    ) days
+    INSERT INTO rollup_changes (day, checkins_delta, user_id, visits_delta, source)
+    SELECT d, sum(delta)::bigint, NULL::integer, 0::bigint, 'tokens update' FROM (
+        SELECT o_day AS d, -1 AS delta FROM changed WHERE o_id IS NOT NULL AND o_used
+        UNION ALL SELECT n_day, 1 FROM changed WHERE n_id IS NOT NULL AND n_used
+    ) days GROUP BY d HAVING sum(delta) <> 0
     UNION ALL
-    SELECT NULL::date, u, sum(delta)::bigint, 'tokens update' FROM (
+    SELECT NULL::date, 0::bigint, u, sum(delta)::bigint, 'tokens update' FROM (
         SELECT o_user AS u, -1 AS delta FROM changed
         WHERE o_id IS NOT NULL AND (n_id IS NULL OR o_user <> n_user)
         UNION ALL

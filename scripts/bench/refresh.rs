@@ -91,7 +91,7 @@ fn make_changes(conn: &mut PgConnection, n: usize, users: u32, end: &str, salt: 
     for batch in 0..(n / 2).div_ceil(100) {
         conn.batch_execute(&format!(
             "INSERT INTO tokens (user_id, token, created_at, used_at) \
-             SELECT 1 + (g * 7919 + {salt}) % {users}, '424242', ts, CASE WHEN g % 2 = 0 THEN ts + interval '2 min' END \
+             SELECT 1 + (({batch} * 100 + g) * 7919 + {salt} * 104729) % {users}, '424242', ts, CASE WHEN g % 2 = 0 THEN ts + interval '2 min' END \
              FROM generate_series(1, 100) g, LATERAL (SELECT '{end}'::timestamp - (g % 7 + 1) * interval '1 day' \
                   + (g * 37 % 600) * interval '1 minute' AS ts) t"
         ))

@@ -32,3 +32,19 @@ ensure_service_deps() {
   fi
   have_pg_server || { echo "error: PostgreSQL server binaries not found (Debian: apt-get install postgresql)" >&2; return 1; }
 }
+
+# The CloudWatch emulator for the metrics tests: moto's server in its own virtualenv under target/tools.
+MOTO_VERSION=5.2.5
+ensure_moto() {
+  local venv=target/tools/moto
+  if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')"; then
+    return 0
+  fi
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null && command -v dpkg-query >/dev/null; then
+    ensure_debian_packages python3 python3-venv
+  fi
+  echo "installing moto[server]==$MOTO_VERSION into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+}

@@ -3,12 +3,12 @@
 //! Everything here runs inside the refresh's REPEATABLE READ transaction (see `migrations/*_change_capture`
 //! for why that loses nothing). Work sets live in temporary tables dropped at commit.
 //!
-//! - Days named by a change are recomputed from the base tables (one index range scan per day).
-//! - Users are maintained by exact deltas (+1 per token added, -1 per token removed or moved away) and get their
-//!   `joined_at` re-read; a user whose count falls to zero loses its row. Recomputing a user would read all of
-//!   that user's tokens, which for a regular is thousands of rows per change; the delta costs one row. Users in
-//!   a `--from/--to` range are recomputed from the base tables instead (backfill), as are users whose count would
-//!   turn negative (which only a write made with the triggers disabled can cause).
+//! Both rollups are maintained by exact deltas recorded by the triggers: +1 per check-in or token added, -1 per
+//! one removed or moved away. A day or user whose count reaches zero loses its row; a user's `joined_at` is
+//! re-read. Recounting instead would read every token of each named day (about 14,000 per day at 10M tokens
+//! over two years) and of each named user (thousands for a regular), per refresh; a delta costs one row.
+//! Days and users are recounted from the base tables for a `--from/--to` backfill, and whenever a delta would
+//! make a count negative (which only a write made with the triggers disabled can cause).
 
 use chrono::NaiveDate;
 use diesel::connection::SimpleConnection;
@@ -31,8 +31,8 @@ pub struct Consumed {
 pub fn consume_changes(conn: &mut PgConnection) -> QueryResult<Consumed> {
     conn.batch_execute(
         "CREATE TEMP TABLE refresh_consumed ON COMMIT DROP AS \
-           SELECT day, user_id, visits_delta, full_rebuild FROM rollup_changes WITH NO DATA; \
-         WITH c AS (DELETE FROM rollup_changes RETURNING day, user_id, visits_delta, full_rebuild) \
+           SELECT day, checkins_delta, user_id, visits_delta, full_rebuild FROM rollup_changes WITH NO DATA; \
+         WITH c AS (DELETE FROM rollup_changes RETURNING day, checkins_delta, user_id, visits_delta, full_rebuild) \
            INSERT INTO refresh_consumed SELECT * FROM c",
     )?;
     diesel::sql_query(
@@ -59,25 +59,31 @@ pub fn apply_changes(
     // The temp tables have no statistics, so the planner guesses thousands of rows, which crosses the JIT
     // threshold: compiling then costs ~100 ms for statements that run in a few. Off for this transaction only.
     conn.batch_execute("SET LOCAL jit = off")?;
-    // Days: the named ones and the range, then one index range scan per day.
+    // Days: exact deltas; recounts from the base tables for the backfill range and for anything inconsistent.
     diesel::sql_query(
         "CREATE TEMP TABLE refresh_days ON COMMIT DROP AS \
-           SELECT day FROM refresh_consumed WHERE day IS NOT NULL \
-           UNION SELECT d::date FROM generate_series($1::date, $2::date, interval '1 day') d",
+           SELECT day, sum(delta)::int8 AS delta, bool_or(recount) AS recount FROM ( \
+             SELECT day, checkins_delta AS delta, false AS recount FROM refresh_consumed WHERE day IS NOT NULL \
+             UNION ALL SELECT d::date, 0, true FROM generate_series($1::date, $2::date, interval '1 day') d \
+           ) x GROUP BY day",
     )
     .bind::<Nullable<Date>, _>(from)
     .bind::<Nullable<Date>, _>(to)
     .execute(conn)?;
     conn.batch_execute(
-        "DELETE FROM daily_usage_rollup r USING refresh_days d WHERE r.day = d.day; \
-         CREATE TEMP TABLE refresh_day_rows ON COMMIT DROP AS \
-           SELECT d.day, c.n FROM refresh_days d CROSS JOIN LATERAL ( \
-             SELECT count(*) AS n FROM tokens t \
-             WHERE t.created_at >= d.day AND t.created_at < d.day + 1 AND t.used_at IS NOT NULL) c; \
+        "CREATE TEMP TABLE refresh_day_rows ON COMMIT DROP AS \
+           SELECT d.day, d.recount, coalesce(r.checkins, 0) + d.delta AS n \
+           FROM refresh_days d LEFT JOIN daily_usage_rollup r ON r.day = d.day; \
+         UPDATE refresh_day_rows x SET recount = true, n = ( \
+             SELECT count(*) FROM tokens t \
+             WHERE t.created_at >= x.day AND t.created_at < x.day + 1 AND t.used_at IS NOT NULL) \
+         WHERE x.recount OR x.n < 0; \
+         DELETE FROM daily_usage_rollup r USING refresh_days d WHERE r.day = d.day; \
          INSERT INTO daily_usage_rollup (day, checkins) SELECT day, n FROM refresh_day_rows WHERE n > 0",
     )?;
     let days: Counted = diesel::sql_query(
-        "SELECT count(*)::int8 AS n, coalesce(sum(n), 0)::int8 AS rows FROM refresh_day_rows",
+        "SELECT count(*)::int8 AS n, (coalesce(sum(n) FILTER (WHERE recount), 0) + count(*))::int8 AS rows \
+         FROM refresh_day_rows",
     )
     .get_result(conn)?;
 

@@ -248,6 +248,25 @@ pub fn rollup_contents(conn: &mut PgConnection) -> QueryResult<(Vec<DayRow>, Vec
     Ok((days, users))
 }
 
+#[derive(QueryableByName)]
+struct Active {
+    #[diesel(sql_type = BigInt)]
+    d7: i64,
+    #[diesel(sql_type = BigInt)]
+    d30: i64,
+}
+
+/// Members with a check-in (a used token) created in the last 7 and 30 days (dashboard figures).
+pub fn active_users(conn: &mut PgConnection) -> QueryResult<(i64, i64)> {
+    let row: Active = diesel::sql_query(
+        "SELECT count(DISTINCT user_id) FILTER (WHERE created_at >= localtimestamp - interval '7 days')::int8 AS d7, \
+                count(DISTINCT user_id)::int8 AS d30 \
+         FROM tokens WHERE used_at IS NOT NULL AND created_at >= localtimestamp - interval '30 days'",
+    )
+    .get_result(conn)?;
+    Ok((row.d7, row.d30))
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Loading data (seed, demo).
 

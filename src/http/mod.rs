@@ -50,7 +50,15 @@ pub async fn serve(
         let state = Arc::clone(&state);
         let service = service_fn(move |req| {
             let state = Arc::clone(&state);
-            async move { Ok::<_, std::convert::Infallible>(routes::handle(&state, req)) }
+            async move {
+                let started = std::time::Instant::now();
+                let route = routes::route_label(req.uri().path());
+                let resp = routes::handle(&state, req);
+                state
+                    .metrics
+                    .record_http(route, resp.status().as_u16(), started.elapsed());
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{Rendered, ReportCache, Snapshot};
+use crate::metrics::Metrics;
 
 /// What the handlers share.
 #[derive(Debug)]
 pub struct AppState {
     pub cache: Arc<ReportCache>,
+    pub metrics: Arc<Metrics>,
     /// Readiness fails when the served data is older than this.
     pub readiness_max_age: Duration,
 }
@@ -29,7 +31,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/reports/user_visits", "GET, HEAD"),
     ("/health_check", "GET, HEAD"),
     ("/readiness_check", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
 ];
+
+/// The route label of a path for metrics (unknown paths share one label, so they cannot blow up cardinality).
+pub fn route_label(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or("other", |(p, _)| p)
+}
 
 /// Answers one request.
 pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
@@ -54,6 +65,7 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
     match route {
         "/health_check" => text(StatusCode::OK, "ok"),
         "/readiness_check" => readiness(state),
+        "/metrics" => prometheus(state),
         "/api/reports/daily_usage" => report(state, &req, |s| &s.data.daily_usage),
         _ => report(state, &req, |s| &s.data.user_visits),
     }
@@ -82,6 +94,18 @@ fn readiness(state: &AppState) -> Resp {
             }
         }
     }
+}
+
+fn prometheus(state: &AppState) -> Resp {
+    if let Some(snap) = state.cache.current() {
+        state.metrics.set_data_age(snap.age(Utc::now()));
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 fn report<B>(state: &AppState, req: &Request<B>, pick: fn(&Snapshot) -> &Rendered) -> Resp {

@@ -1,0 +1,266 @@
+//! Metrics: what the service measures, for Prometheus (`GET /metrics`) and for CloudWatch (through a sink).
+//!
+//! The worker and the HTTP server call the `record_*` methods; they only touch atomics and do a non-blocking
+//! `try_send` of datums to the sink task ([`sink`]), so a slow or dead metrics backend can never delay a refresh
+//! or a request. What the sink's bounded buffer cannot take is counted (`metrics_dropped`) and logged.
+
+pub mod sink;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+pub use sink::{Publisher, SinkKind};
+
+/// CloudWatch units used by the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+    Seconds,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+            Unit::Seconds => "Seconds",
+        }
+    }
+}
+
+/// One CloudWatch datum; the sink adds the namespace and the `Environment` dimension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Datum {
+    pub name: &'static str,
+    pub unit: Unit,
+    pub value: f64,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Every metric name the service publishes to CloudWatch, with its unit (the README lists them).
+pub const PUBLISHED: &[(&str, Unit)] = &[
+    ("RefreshDuration", Unit::Milliseconds),
+    ("RefreshRowsRead", Unit::Count),
+    ("RefreshDaysRecomputed", Unit::Count),
+    ("RefreshUsersRecomputed", Unit::Count),
+    ("RefreshFailures", Unit::Count),
+    ("RefreshLockSkipped", Unit::Count),
+    ("DataAgeSeconds", Unit::Seconds),
+    ("CheckinsLatestDay", Unit::Count),
+    ("ActiveUsers7d", Unit::Count),
+    ("ActiveUsers30d", Unit::Count),
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+/// The process's metrics. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    refreshes: Family<OutcomeLabels, Counter>,
+    refresh_seconds: Histogram,
+    rows_read: Counter,
+    data_age: Gauge<f64, AtomicU64>,
+    checkins_latest_day: Gauge,
+    active_users_7d: Gauge,
+    active_users_30d: Gauge,
+    http_requests: Family<HttpLabels, Counter>,
+    http_seconds: Family<RouteLabels, Histogram>,
+    publisher: Publisher,
+}
+
+impl Metrics {
+    pub fn new(publisher: Publisher) -> Self {
+        let mut registry = Registry::with_prefix("coworking");
+        let refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "refreshes",
+            "Refresh runs by outcome (success, failure, skipped)",
+            refreshes.clone(),
+        );
+        let refresh_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "refresh_duration_seconds",
+            "Duration of successful refreshes",
+            refresh_seconds.clone(),
+        );
+        let rows_read = Counter::default();
+        registry.register(
+            "refresh_rows_read",
+            "Rows read by refreshes",
+            rows_read.clone(),
+        );
+        let data_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "data_age_seconds",
+            "Age of the data this replica serves",
+            data_age.clone(),
+        );
+        let checkins_latest_day = Gauge::default();
+        registry.register(
+            "checkins_latest_day",
+            "Check-ins on the latest day with any",
+            checkins_latest_day.clone(),
+        );
+        let active_users_7d = Gauge::default();
+        registry.register(
+            "active_users_7d",
+            "Members with a check-in in the last 7 days",
+            active_users_7d.clone(),
+        );
+        let active_users_30d = Gauge::default();
+        registry.register(
+            "active_users_30d",
+            "Members with a check-in in the last 30 days",
+            active_users_30d.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        let http_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_seconds.clone(),
+        );
+        registry.register(
+            "metrics_dropped",
+            "Datums the CloudWatch/EMF sink dropped",
+            publisher.dropped_counter(),
+        );
+        Metrics {
+            registry,
+            refreshes,
+            refresh_seconds,
+            rows_read,
+            data_age,
+            checkins_latest_day,
+            active_users_7d,
+            active_users_30d,
+            http_requests,
+            http_seconds,
+            publisher,
+        }
+    }
+
+    /// Metrics that go nowhere but `/metrics` (tests, one-shot commands).
+    pub fn local() -> Self {
+        Self::new(Publisher::disabled())
+    }
+
+    fn publish(&self, name: &'static str, unit: Unit, value: f64) {
+        self.publisher.send(Datum {
+            name,
+            unit,
+            value,
+            timestamp: Utc::now(),
+        });
+    }
+
+    pub fn record_refresh_success(
+        &self,
+        duration: Duration,
+        rows_read: i64,
+        days: i64,
+        users: i64,
+    ) {
+        self.refreshes
+            .get_or_create(&OutcomeLabels { outcome: "success" })
+            .inc();
+        self.refresh_seconds.observe(duration.as_secs_f64());
+        self.rows_read.inc_by(rows_read.max(0) as u64);
+        self.publish(
+            "RefreshDuration",
+            Unit::Milliseconds,
+            duration.as_secs_f64() * 1000.0,
+        );
+        self.publish("RefreshRowsRead", Unit::Count, rows_read as f64);
+        self.publish("RefreshDaysRecomputed", Unit::Count, days as f64);
+        self.publish("RefreshUsersRecomputed", Unit::Count, users as f64);
+        self.publish("RefreshFailures", Unit::Count, 0.0);
+        self.publish("RefreshLockSkipped", Unit::Count, 0.0);
+    }
+
+    pub fn record_refresh_failure(&self) {
+        self.refreshes
+            .get_or_create(&OutcomeLabels { outcome: "failure" })
+            .inc();
+        self.publish("RefreshFailures", Unit::Count, 1.0);
+    }
+
+    pub fn record_refresh_skipped(&self) {
+        self.refreshes
+            .get_or_create(&OutcomeLabels { outcome: "skipped" })
+            .inc();
+        self.publish("RefreshLockSkipped", Unit::Count, 1.0);
+    }
+
+    /// The age of the data this replica serves (published every minute by every replica).
+    pub fn record_data_age(&self, age: Duration) {
+        self.data_age.set(age.as_secs_f64());
+        self.publish("DataAgeSeconds", Unit::Seconds, age.as_secs_f64());
+    }
+
+    /// Dashboard figures, computed by the writer after a refresh.
+    pub fn record_report_figures(&self, checkins_latest_day: i64, active_7d: i64, active_30d: i64) {
+        self.checkins_latest_day.set(checkins_latest_day);
+        self.active_users_7d.set(active_7d);
+        self.active_users_30d.set(active_30d);
+        self.publish("CheckinsLatestDay", Unit::Count, checkins_latest_day as f64);
+        self.publish("ActiveUsers7d", Unit::Count, active_7d as f64);
+        self.publish("ActiveUsers30d", Unit::Count, active_30d as f64);
+    }
+
+    pub fn record_http(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .get_or_create(&HttpLabels { route, status })
+            .inc();
+        self.http_seconds
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the data age gauge without publishing (at scrape time).
+    pub fn set_data_age(&self, age: Duration) {
+        self.data_age.set(age.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of everything above.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String only fails if a metric's own encoder fails, which these never do.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.publisher.dropped_counter().get()
+    }
+}
