@@ -17,7 +17,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_coworking-analytics");
 /// moto's server for this test process: `MOTO_ENDPOINT` if set, else started from `MOTO_SERVER`,
 /// `target/tools/moto/bin/moto_server` (where scripts/test installs it) or PATH.
 fn moto() -> &'static str {
-    static MOTO: OnceLock<(String, Option<(Child, std::sync::mpsc::Sender<()>)>)> = OnceLock::new();
+    /// The server process and the keeper that ties its life to ours.
+    type Tied = (Child, std::sync::mpsc::Sender<()>);
+    static MOTO: OnceLock<(String, Option<Tied>)> = OnceLock::new();
     &MOTO
         .get_or_init(|| {
             if let Ok(url) = std::env::var("MOTO_ENDPOINT") {
