@@ -442,7 +442,7 @@ async fn prometheus_exposes_refreshes_and_http_requests() {
         "{text}"
     );
     assert!(
-        text.contains("coworking_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/api/reports/daily_usage\"} 1"),
+        text.contains("coworking_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/api/reports/daily_usage\",status=\"200\"} 1"),
         "{text}"
     );
     assert!(text.contains("coworking_data_age_seconds"), "{text}");

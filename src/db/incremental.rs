@@ -70,15 +70,19 @@ pub fn apply_changes(
     .bind::<Nullable<Date>, _>(from)
     .bind::<Nullable<Date>, _>(to)
     .execute(conn)?;
+    // The named rows are looked up one by one through the primary keys (scalar subqueries, `= ANY(ARRAY(..))`):
+    // a join would let the planner hash the whole rollup and users tables (100,000 rows at 10M tokens), making
+    // the cost grow with the data rather than with the changes.
     conn.batch_execute(
         "CREATE TEMP TABLE refresh_day_rows ON COMMIT DROP AS \
-           SELECT d.day, d.recount, coalesce(r.checkins, 0) + d.delta AS n \
-           FROM refresh_days d LEFT JOIN daily_usage_rollup r ON r.day = d.day; \
+           SELECT d.day, d.recount, \
+             coalesce((SELECT r.checkins FROM daily_usage_rollup r WHERE r.day = d.day), 0) + d.delta AS n \
+           FROM refresh_days d; \
          UPDATE refresh_day_rows x SET recount = true, n = ( \
              SELECT count(*) FROM tokens t \
              WHERE t.created_at >= x.day AND t.created_at < x.day + 1 AND t.used_at IS NOT NULL) \
          WHERE x.recount OR x.n < 0; \
-         DELETE FROM daily_usage_rollup r USING refresh_days d WHERE r.day = d.day; \
+         DELETE FROM daily_usage_rollup WHERE day = ANY (ARRAY(SELECT day FROM refresh_days)); \
          INSERT INTO daily_usage_rollup (day, checkins) SELECT day, n FROM refresh_day_rows WHERE n > 0",
     )?;
     let days: Counted = diesel::sql_query(
@@ -101,14 +105,14 @@ pub fn apply_changes(
     .execute(conn)?;
     conn.batch_execute(
         "CREATE TEMP TABLE refresh_user_rows ON COMMIT DROP AS \
-           SELECT u.user_id, u.recount, coalesce(r.visits, 0) + u.delta AS visits, usr.joined_at \
-           FROM refresh_users u \
-           LEFT JOIN user_visits_rollup r ON r.user_id = u.user_id \
-           LEFT JOIN users usr ON usr.id = u.user_id; \
+           SELECT u.user_id, u.recount, \
+             coalesce((SELECT r.visits FROM user_visits_rollup r WHERE r.user_id = u.user_id), 0) + u.delta AS visits, \
+             (SELECT usr.joined_at FROM users usr WHERE usr.id = u.user_id) AS joined_at \
+           FROM refresh_users u; \
          UPDATE refresh_user_rows x SET visits = (SELECT count(*) FROM tokens t WHERE t.user_id = x.user_id), \
            recount = true \
          WHERE x.recount OR x.visits < 0; \
-         DELETE FROM user_visits_rollup r USING refresh_users u WHERE r.user_id = u.user_id; \
+         DELETE FROM user_visits_rollup WHERE user_id = ANY (ARRAY(SELECT user_id FROM refresh_users)); \
          INSERT INTO user_visits_rollup (user_id, joined_at, visits) \
            SELECT user_id, joined_at, visits FROM refresh_user_rows WHERE visits > 0",
     )?;

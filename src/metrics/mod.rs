@@ -70,11 +70,6 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    route: &'static str,
-}
-
 /// The process's metrics. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -87,7 +82,7 @@ pub struct Metrics {
     active_users_7d: Gauge,
     active_users_30d: Gauge,
     http_requests: Family<HttpLabels, Counter>,
-    http_seconds: Family<RouteLabels, Histogram>,
+    http_seconds: Family<HttpLabels, Histogram>,
     publisher: Publisher,
 }
 
@@ -142,12 +137,12 @@ impl Metrics {
             "HTTP requests by route and status",
             http_requests.clone(),
         );
-        let http_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+        let http_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 2.0, 16))
         });
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request latency by route",
+            "HTTP request latency by route and status",
             http_seconds.clone(),
         );
         registry.register(
@@ -243,7 +238,7 @@ impl Metrics {
             .get_or_create(&HttpLabels { route, status })
             .inc();
         self.http_seconds
-            .get_or_create(&RouteLabels { route })
+            .get_or_create(&HttpLabels { route, status })
             .observe(elapsed.as_secs_f64());
     }
 
