@@ -297,7 +297,10 @@ fn sweep_stale() {
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600));
-        if !alive && (pid.is_some() || old) {
+        // initdb's bootstrap backends also write postmaster.pid and exit, so a dead pid alone does not mean
+        // abandoned (another process may be initialising that cluster right now): only a directory whose server
+        // is not running and that nobody touched for ten minutes is.
+        if !alive && old {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
