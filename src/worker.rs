@@ -207,15 +207,32 @@ pub async fn run(
     refresher: Refresher,
     mode: Mode,
     schedule_expr: String,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    run_with(refresher, mode, schedule_expr, shutdown, true).await
+}
+
+/// [`run`], optionally without the cron scheduler: then only the watchdog keeps the schedule, which is what the
+/// worker falls back to when the scheduler stops ticking (the tests use this to prove that fallback works).
+pub async fn run_with(
+    refresher: Refresher,
+    mode: Mode,
+    schedule_expr: String,
     mut shutdown: watch::Receiver<bool>,
+    with_scheduler: bool,
 ) -> Result<(), WorkerError> {
     let log = refresher.log.clone();
     let schedule = crate::config::parse_schedule(&schedule_expr)
         .map_err(|_| WorkerError::Scheduler(JobSchedulerError::ParseSchedule))?;
     let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
-    let mut sched = JobScheduler::new().await?;
-    let mut job_id = add_tick_job(&sched, &schedule_expr, &tick_tx).await?;
-    sched.start().await?;
+    let mut sched = None;
+    let mut job_id = None;
+    if with_scheduler {
+        let s = JobScheduler::new().await?;
+        job_id = Some(add_tick_job(&s, &schedule_expr, &tick_tx).await?);
+        s.start().await?;
+        sched = Some(s);
+    }
     info!(log, "worker started"; "schedule" => &schedule_expr, "mode" => mode.as_str());
 
     let mut failures = 0u32;
@@ -242,10 +259,12 @@ pub async fn run(
                 warn!(log, "scheduler tick did not arrive; refreshing anyway and re-registering the job";
                     "expected_at" => expected.to_rfc3339());
                 last_tick = Utc::now();
-                if sched.remove(&job_id).await.is_ok() {
-                    match add_tick_job(&sched, &schedule_expr, &tick_tx).await {
-                        Ok(id) => job_id = id,
-                        Err(e) => error!(log, "cannot re-register the refresh job"; "error" => %e),
+                if let (Some(s), Some(id)) = (&sched, job_id) {
+                    if s.remove(&id).await.is_ok() {
+                        match add_tick_job(s, &schedule_expr, &tick_tx).await {
+                            Ok(id) => job_id = Some(id),
+                            Err(e) => error!(log, "cannot re-register the refresh job"; "error" => %e),
+                        }
                     }
                 }
             }
@@ -257,6 +276,8 @@ pub async fn run(
         };
     }
     info!(log, "worker stopping");
-    sched.shutdown().await?;
+    if let Some(mut s) = sched {
+        s.shutdown().await?;
+    }
     Ok(())
 }

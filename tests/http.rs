@@ -198,3 +198,48 @@ async fn the_worker_refreshes_on_its_schedule() {
     );
     app.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_tick_that_does_not_come_is_noticed_and_the_refresh_still_runs() {
+    use coworking_analytics::{cache::ReportCache, metrics::Metrics, refresh::Mode, worker};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    let db = migrated_db();
+    let refresher = worker::Refresher {
+        pool: coworking_analytics::db::pool(&db.url, 2, Duration::from_secs(30)),
+        cache: Arc::new(ReportCache::new()),
+        stats: Arc::default(),
+        metrics: Arc::new(Metrics::local()),
+        host: "watchdog-test".into(),
+        log: coworking_analytics::logging::discard(),
+        figures_at: Arc::default(),
+    };
+    let stats = Arc::clone(&refresher.stats);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    // No scheduler at all: every tick "does not come", and only the watchdog can keep the schedule.
+    let task = tokio::spawn(worker::run_with(
+        refresher,
+        Mode::Incremental,
+        "* * * * * *".into(),
+        rx,
+        false,
+    ));
+    for _ in 0..200 {
+        if stats.missed_ticks.load(Ordering::Relaxed) >= 2
+            && stats.succeeded.load(Ordering::Relaxed) >= 3
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stats.missed_ticks.load(Ordering::Relaxed) >= 2,
+        "missed ticks are noticed and counted"
+    );
+    assert!(
+        stats.succeeded.load(Ordering::Relaxed) >= 3,
+        "the start-up refresh, then one per missed tick"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
