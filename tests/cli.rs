@@ -284,14 +284,11 @@ fn demo_serves_the_demo_data_and_stops_on_sigint() {
     assert!(ready, "demo became ready");
     let body = get("/api/reports/user_visits").unwrap();
     let json = body.split("\r\n\r\n").nth(1).unwrap();
-    let visits: serde_json::Value = serde_json::from_str(json).unwrap();
-    let total: i64 = visits
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v["visits"].as_i64().unwrap())
-        .sum();
-    assert_eq!(total, 4000, "the demo data set has 4000 tokens");
+    assert_eq!(
+        common::total_visits(json.as_bytes()),
+        4000,
+        "the demo data set has 4000 tokens"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,

@@ -179,13 +179,7 @@ async fn the_worker_refreshes_on_its_schedule() {
     let first = wait_for_run(&app, 0).await;
     {
         let mut conn = db.conn();
-        add_user(&mut conn, 1, "2023-01-01 00:00:00");
-        add_token(
-            &mut conn,
-            1,
-            "2023-02-01 10:00:00",
-            Some("2023-02-01 10:01:00"),
-        );
+        common::add_one_checkin(&mut conn);
     }
     let later = wait_for_run(&app, first).await;
     let later = wait_for_run(&app, later).await; // a run that certainly started after the insert

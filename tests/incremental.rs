@@ -5,7 +5,6 @@
 mod common;
 
 use common::migrated_db;
-use coworking_analytics::db::queries;
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
@@ -129,21 +128,7 @@ fn apply(conn: &mut PgConnection, op: &Op) {
 fn refresh_and_check(conn: &mut PgConnection, mode: Mode) {
     let outcome = refresh::run(conn, mode, "proptest").unwrap();
     assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
-    assert_matches_definition(conn);
-}
-
-fn assert_matches_definition(conn: &mut PgConnection) {
-    let (days, users) = queries::rollup_contents(conn).unwrap();
-    assert_eq!(
-        days,
-        queries::definition_daily_usage(conn).unwrap(),
-        "daily usage"
-    );
-    assert_eq!(
-        users,
-        queries::definition_user_visits(conn).unwrap(),
-        "user visits"
-    );
+    common::assert_rollups_match_definition(conn);
 }
 
 fn cases() -> u32 {
@@ -278,7 +263,7 @@ fn a_large_seed_asks_for_one_full_rebuild_and_capture_resumes() {
         Mode::Full,
         "the bulk load asked for a full rebuild"
     );
-    assert_matches_definition(&mut conn);
+    common::assert_rollups_match_definition(&mut conn);
     conn.batch_execute(
         "INSERT INTO tokens (user_id, token, created_at, used_at) VALUES (1, 'x', now(), now())",
     )
@@ -291,5 +276,5 @@ fn a_large_seed_asks_for_one_full_rebuild_and_capture_resumes() {
         (Mode::Incremental, 1),
         "the insert trigger is back on"
     );
-    assert_matches_definition(&mut conn);
+    common::assert_rollups_match_definition(&mut conn);
 }

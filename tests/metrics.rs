@@ -196,13 +196,7 @@ async fn a_refresh_publishes_its_metrics_to_cloudwatch() {
     let db = migrated_db();
     {
         let mut conn = db.conn();
-        common::add_user(&mut conn, 1, "2023-01-01 00:00:00");
-        common::add_token(
-            &mut conn,
-            1,
-            "2023-02-01 10:00:00",
-            Some("2023-02-01 10:01:00"),
-        );
+        common::add_one_checkin(&mut conn);
         common::add_token(&mut conn, 1, "2023-02-02 10:00:00", None);
     }
     let env_name = format!("test-{}", db.name);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{add_token, add_user, migrated_db, request, spawn_app, wait_for_run};
+use common::{migrated_db, request, spawn_app, wait_for_run};
 use coworking_analytics::db::queries;
 use coworking_analytics::refresh::{self, Mode, Outcome, WRITER_LOCK_KEY};
 use diesel::connection::SimpleConnection;
@@ -108,9 +108,7 @@ fn concurrent_refresh_processes_never_overlap_and_end_correct() {
         refresh::run(&mut conn, Mode::Incremental, "t").unwrap(),
         Outcome::Completed(_)
     ));
-    let (days, users) = queries::rollup_contents(&mut conn).unwrap();
-    assert_eq!(days, queries::definition_daily_usage(&mut conn).unwrap());
-    assert_eq!(users, queries::definition_user_visits(&mut conn).unwrap());
+    common::assert_rollups_match_definition(&mut conn);
 }
 
 #[tokio::test]
@@ -147,13 +145,7 @@ async fn every_replica_follows_the_writer_by_notification() {
     wait_for_run(&b, first - 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // let both followers LISTEN
     let mut conn = db.conn();
-    add_user(&mut conn, 1, "2023-01-01 00:00:00");
-    add_token(
-        &mut conn,
-        1,
-        "2023-02-01 10:00:00",
-        Some("2023-02-01 10:01:00"),
-    );
+    common::add_one_checkin(&mut conn);
     let Outcome::Completed(run) = refresh::run(&mut conn, Mode::Incremental, "cronjob").unwrap()
     else {
         panic!()
@@ -217,13 +209,7 @@ fn refresh_flags_full_range_and_dry_run() {
     let db = migrated_db();
     let mut conn = db.conn();
     assert_eq!(refresh_cmd(&db.url, &[]).status.code(), Some(0));
-    add_user(&mut conn, 1, "2023-01-01 00:00:00");
-    add_token(
-        &mut conn,
-        1,
-        "2023-02-01 10:00:00",
-        Some("2023-02-01 10:01:00"),
-    );
+    common::add_one_checkin(&mut conn);
     let out = refresh_cmd(&db.url, &["--dry-run"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -250,9 +236,7 @@ fn refresh_flags_full_range_and_dry_run() {
     );
     let out = refresh_cmd(&db.url, &["--from", "2023-02-01", "--to", "2023-02-01"]);
     assert_eq!(out.status.code(), Some(0));
-    let (days, users) = queries::rollup_contents(&mut conn).unwrap();
-    assert_eq!(days, queries::definition_daily_usage(&mut conn).unwrap());
-    assert_eq!(users, queries::definition_user_visits(&mut conn).unwrap());
+    common::assert_rollups_match_definition(&mut conn);
     assert!(
         String::from_utf8_lossy(&refresh_cmd(&db.url, &["--full"]).stdout)
             .contains("\"mode\":\"full\"")

@@ -19,11 +19,7 @@ fn refresh_and_render(conn: &mut diesel::PgConnection) -> Snapshot {
     )
 }
 
-fn assert_rollups_match_definition(conn: &mut diesel::PgConnection) {
-    let (days, users) = queries::rollup_contents(conn).unwrap();
-    assert_eq!(days, queries::definition_daily_usage(conn).unwrap());
-    assert_eq!(users, queries::definition_user_visits(conn).unwrap());
-}
+use common::assert_rollups_match_definition;
 
 #[test]
 fn edge_cases_give_the_old_services_numbers_and_bytes() {
@@ -126,14 +122,7 @@ fn seeded_data_matches_the_definition_and_bodies_are_json() {
         .map(|d| d.checkins)
         .sum();
     assert_eq!(total, used);
-    let visits: serde_json::Value = serde_json::from_slice(&snap.data.user_visits.body).unwrap();
-    let total: i64 = visits
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v["visits"].as_i64().unwrap())
-        .sum();
-    assert_eq!(total, 20_000);
+    assert_eq!(common::total_visits(&snap.data.user_visits.body), 20_000);
 }
 
 #[test]

@@ -226,3 +226,36 @@ pub async fn wait_for_run(service: &coworking_analytics::app::Service, after: i6
 pub fn db_admin() -> PgConnection {
     db::connect(&cluster().admin_url).unwrap()
 }
+
+/// Asserts that the rollup tables equal the old service's queries run on the base tables now.
+pub fn assert_rollups_match_definition(conn: &mut PgConnection) {
+    use coworking_analytics::db::queries;
+    let (days, users) = queries::rollup_contents(conn).unwrap();
+    assert_eq!(
+        days,
+        queries::definition_daily_usage(conn).unwrap(),
+        "daily usage"
+    );
+    assert_eq!(
+        users,
+        queries::definition_user_visits(conn).unwrap(),
+        "user visits"
+    );
+}
+
+/// The sum of `visits` over a user-visits body.
+pub fn total_visits(body: &[u8]) -> i64 {
+    let visits: serde_json::Value = serde_json::from_slice(body).unwrap();
+    visits
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["visits"].as_i64().unwrap())
+        .sum()
+}
+
+/// User 1 with one check-in on 2023-02-01 (daily usage `{"2023-02-01":1}`).
+pub fn add_one_checkin(conn: &mut PgConnection) {
+    add_user(conn, 1, "2023-01-01 00:00:00");
+    add_token(conn, 1, "2023-02-01 10:00:00", Some("2023-02-01 10:01:00"));
+}
