@@ -5,10 +5,12 @@
 //! the `refresh` command and the tests all call [`run`]. Only one writer runs at a time across every replica and
 //! CronJob: the transaction first takes a transaction-scoped advisory lock with `pg_try_advisory_xact_lock`
 //! (safe behind PgBouncer in transaction mode) and, if another writer holds it, returns [`Outcome::Skipped`]
-//! without touching anything.
+//! without touching anything. Having won the lock, it updates the `refresh_writer` lease row, which fails with a
+//! serialization failure when the snapshot predates the previous writer's commit; the run is then retried.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::PgConnection;
+use diesel::result::{DatabaseErrorKind, Error};
 use std::time::{Duration, Instant};
 
 use crate::db::incremental;
@@ -20,6 +22,8 @@ pub const WRITER_LOCK_KEY: i64 = 0x726f_6c6c_7570_7321;
 pub const NOTIFY_CHANNEL: &str = "coworking_rollups_refreshed";
 /// Run history older than this is pruned by the writer.
 const KEEP_HISTORY_DAYS: i32 = 30;
+/// Attempts of one run when the snapshot turns out to predate the previous writer's commit.
+const MAX_ATTEMPTS: u32 = 3;
 
 /// What to recompute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,10 +80,57 @@ pub enum RefreshError {
 pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, RefreshError> {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let result = conn.build_transaction().repeatable_read().run(|conn| {
+    let mut attempt = 1;
+    let result = loop {
+        match attempt_once(conn, mode, host, started_at, clock) {
+            Err(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
+                if attempt < MAX_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
+    result.map_err(|source: diesel::result::Error| {
+        let message = source.to_string();
+        let _ = queries::insert_run(
+            conn,
+            &NewRun {
+                started_at,
+                finished_at: Utc::now().max(started_at),
+                outcome: "failure",
+                mode: mode.as_str(),
+                days_recomputed: 0,
+                users_recomputed: 0,
+                rows_read: 0,
+                rows_written: 0,
+                host,
+                error: Some(&message),
+                data_version: 0,
+            },
+        );
+        RefreshError::Database {
+            source,
+            elapsed_ms: clock.elapsed().as_millis(),
+        }
+    })
+}
+
+/// One attempt: lock, lease, recompute, record, notify, in one REPEATABLE READ transaction.
+fn attempt_once(
+    conn: &mut PgConnection,
+    mode: Mode,
+    host: &str,
+    started_at: DateTime<Utc>,
+    clock: Instant,
+) -> diesel::QueryResult<Outcome> {
+    conn.build_transaction().repeatable_read().run(|conn| {
         if !queries::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
             return Ok(Outcome::Skipped);
         }
+        // The snapshot was taken when the lock statement started; if the previous writer committed between then
+        // and our winning the lock, this update fails with a serialization failure and `run` tries again.
+        queries::take_writer_lease(conn, host)?;
         let previous = queries::latest_success(conn)?;
         let (mode, counts) = recompute(conn, mode, previous.is_none())?;
         let finished_at = Utc::now();
@@ -112,29 +163,6 @@ pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, R
             finished_at,
             duration: clock.elapsed(),
         }))
-    });
-    result.map_err(|source: diesel::result::Error| {
-        let message = source.to_string();
-        let _ = queries::insert_run(
-            conn,
-            &NewRun {
-                started_at,
-                finished_at: Utc::now().max(started_at),
-                outcome: "failure",
-                mode: mode.as_str(),
-                days_recomputed: 0,
-                users_recomputed: 0,
-                rows_read: 0,
-                rows_written: 0,
-                host,
-                error: Some(&message),
-                data_version: 0,
-            },
-        );
-        RefreshError::Database {
-            source,
-            elapsed_ms: clock.elapsed().as_millis(),
-        }
     })
 }
 

@@ -31,6 +31,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    refresh_writer (id) {
+        id -> Int2,
+        holder -> Text,
+        taken_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     tokens (id) {
         id -> Int4,
         user_id -> Int4,
@@ -67,6 +75,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     analytics_base_tables_created,
     daily_usage_rollup,
     refresh_runs,
+    refresh_writer,
     tokens,
     user_visits_rollup,
     users,

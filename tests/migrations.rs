@@ -79,6 +79,7 @@ fn up_creates_the_base_tables_exactly_as_the_old_scripts() {
             "analytics_base_tables_created",
             "daily_usage_rollup",
             "refresh_runs",
+            "refresh_writer",
             "rollup_changes",
             "tokens",
             "user_visits_rollup",

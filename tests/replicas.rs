@@ -32,6 +32,34 @@ fn success_runs(conn: &mut PgConnection) -> i64 {
     .unwrap()
 }
 
+/// The race the lease row closes: a writer whose snapshot was taken before the previous writer committed, but
+/// who wins the advisory lock after that commit, must not go on from the stale snapshot.
+#[test]
+fn a_writer_with_a_snapshot_older_than_the_last_commit_cannot_take_the_lease() {
+    let db = migrated_db();
+    let mut late = db.conn();
+    late.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .unwrap();
+    let committed = refresh::run(&mut db.conn(), Mode::Incremental, "first").unwrap();
+    assert!(matches!(committed, Outcome::Completed(_)));
+    assert!(queries::try_advisory_xact_lock(&mut late, WRITER_LOCK_KEY).unwrap());
+    let err = queries::take_writer_lease(&mut late, "late").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::SerializationFailure,
+                _
+            )
+        ),
+        "{err:?}"
+    );
+    late.batch_execute("ROLLBACK").unwrap();
+    // With a fresh snapshot the same writer goes ahead.
+    let again = refresh::run(&mut late, Mode::Incremental, "late").unwrap();
+    assert!(matches!(again, Outcome::Completed(_)), "{again:?}");
+}
+
 #[test]
 fn processes_that_do_not_get_the_writer_lock_skip_and_say_so() {
     let db = migrated_db();

@@ -87,6 +87,15 @@ pub fn try_advisory_xact_lock(conn: &mut PgConnection, key: i64) -> QueryResult<
     Ok(row.locked)
 }
 
+/// Takes the writer's lease row (migration 4) inside the caller's REPEATABLE READ transaction. Fails with a
+/// serialization failure when another writer committed after this transaction's snapshot was taken.
+pub fn take_writer_lease(conn: &mut PgConnection, holder: &str) -> QueryResult<()> {
+    diesel::sql_query("UPDATE refresh_writer SET holder = $1, taken_at = now() WHERE id = 1")
+        .bind::<Text, _>(holder)
+        .execute(conn)?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Full recompute of the rollup tables (inside the caller's transaction).
 
