@@ -95,7 +95,7 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
         move || follower::run(conn, pool, cache, interval, rx, log)
     });
     let schedule = config.refresh_schedule.clone();
-    let background = tokio::spawn(background(refresher, schedule, shutdown_rx));
+    let background = tokio::spawn(background(refresher, config.migrate, schedule, shutdown_rx));
     info!(log, "listening"; "addr" => %addr, "database" => config.database.redacted());
     Ok(Service {
         addr,
@@ -168,12 +168,17 @@ fn start_metrics(
     (metrics, sink)
 }
 
-/// Migrate (retrying while the database is unreachable), load what the rollups already hold, then run the worker.
-async fn background(refresher: Refresher, schedule: String, mut shutdown: watch::Receiver<bool>) {
+/// Migrate or check the schema (retrying while the database is unreachable or not migrated yet), load what the rollups already hold, then run the worker.
+async fn background(
+    refresher: Refresher,
+    policy: crate::db::MigratePolicy,
+    schedule: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let log = refresher.log.clone();
     let mut attempt = 0u32;
     loop {
-        match refresher.migrate().await {
+        match refresher.prepare_schema(policy).await {
             Ok(applied) => {
                 info!(log, "database schema up to date"; "applied" => applied.join(","));
                 break;
@@ -182,9 +187,9 @@ async fn background(refresher: Refresher, schedule: String, mut shutdown: watch:
                 attempt += 1;
                 let delay = backoff(attempt);
                 if attempt == 1 {
-                    error!(log, "cannot migrate the database; retrying"; "error" => %e);
+                    error!(log, "database schema not ready; retrying"; "error" => %e);
                 } else {
-                    warn!(log, "still cannot migrate the database"; "error" => %e, "attempt" => attempt);
+                    warn!(log, "database schema still not ready"; "error" => %e, "attempt" => attempt);
                 }
                 tokio::select! {
                     _ = shutdown.changed() => return,

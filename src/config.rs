@@ -19,6 +19,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_NAME",
     "DB_POOL_SIZE",
     "DB_STATEMENT_TIMEOUT",
+    "DB_MIGRATE",
     "APP_PORT",
     "REFRESH_SCHEDULE",
     "READINESS_MAX_AGE",
@@ -121,6 +122,8 @@ pub struct Config {
     pub database: DatabaseTarget,
     pub pool_size: u32,
     pub statement_timeout: Duration,
+    /// Whether start-up applies pending migrations or only checks that none are pending (`DB_MIGRATE`).
+    pub migrate: crate::db::MigratePolicy,
     pub app_port: u16,
     pub refresh_schedule: String,
     pub readiness_max_age: Duration,
@@ -194,6 +197,10 @@ impl Config {
                 "DB_STATEMENT_TIMEOUT",
                 get("DB_STATEMENT_TIMEOUT").unwrap_or("5m"),
             )?,
+            migrate: get("DB_MIGRATE")
+                .unwrap_or("apply")
+                .parse()
+                .map_err(|reason| invalid("DB_MIGRATE", reason))?,
             app_port: parse_port("APP_PORT", get("APP_PORT").unwrap_or("5153"))?,
             refresh_schedule,
             readiness_max_age: parse_duration(

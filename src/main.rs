@@ -107,7 +107,7 @@ fn run(command: Command, config: &Config, log: &slog::Logger) -> anyhow::Result<
                 _ => Mode::Incremental,
             };
             let mut conn = db::connect(&conn_str)?;
-            db::migrate(&mut conn)?;
+            db::prepare_schema(&mut conn, config.migrate)?;
             if args.dry_run {
                 print!("{}", refresh::dry_run(&mut conn, mode)?);
                 return Ok(ExitCode::SUCCESS);

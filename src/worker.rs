@@ -113,12 +113,15 @@ impl Refresher {
         }
     }
 
-    /// Runs pending migrations with a connection from the pool.
-    pub async fn migrate(&self) -> Result<Vec<String>, WorkerError> {
+    /// Applies pending migrations, or checks there are none, with a connection from the pool.
+    pub async fn prepare_schema(
+        &self,
+        policy: db::MigratePolicy,
+    ) -> Result<Vec<String>, WorkerError> {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<String>, WorkerError> {
             let mut conn = pool.get().map_err(DbError::from)?;
-            Ok(db::migrate(&mut conn)?)
+            Ok(db::prepare_schema(&mut conn, policy)?)
         })
         .await?
     }

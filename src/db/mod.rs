@@ -7,6 +7,7 @@ pub mod incremental;
 pub mod queries;
 
 use diesel::connection::SimpleConnection;
+use diesel::migration::MigrationSource;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::Connection;
@@ -80,6 +81,57 @@ fn scrub_connection_error(err: diesel::ConnectionError, conn: &str) -> diesel::C
             diesel::ConnectionError::BadConnection(msg)
         }
         other => other,
+    }
+}
+
+/// What start-up does about the schema (`DB_MIGRATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigratePolicy {
+    /// Apply pending migrations (needs the owner role).
+    #[default]
+    Apply,
+    /// Only check that none are pending; for a least-privileged role (db/03_app_role.sql), with the migrations
+    /// run separately as the owner by `coworking-analytics migrate`.
+    Check,
+}
+
+impl std::str::FromStr for MigratePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "apply" => Ok(MigratePolicy::Apply),
+            "check" => Ok(MigratePolicy::Check),
+            other => Err(format!("expected \"apply\" or \"check\", got {other:?}")),
+        }
+    }
+}
+
+/// Brings the schema to this binary's version ([`MigratePolicy::Apply`]) or checks that it is there
+/// ([`MigratePolicy::Check`]). Returns the versions applied.
+pub fn prepare_schema(
+    conn: &mut PgConnection,
+    policy: MigratePolicy,
+) -> Result<Vec<String>, DbError> {
+    match policy {
+        MigratePolicy::Apply => migrate(conn),
+        MigratePolicy::Check => {
+            let applied = queries::applied_migrations(conn)?;
+            let pending: Vec<String> = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+                .map_err(|e| DbError::Migration(e.to_string()))?
+                .iter()
+                .map(|m| m.name().version().to_string())
+                .filter(|v| !applied.contains(v))
+                .collect();
+            if pending.is_empty() {
+                Ok(Vec::new())
+            } else {
+                Err(DbError::Migration(format!(
+                    "the schema is behind this binary (pending: {}) and DB_MIGRATE=check; run \
+                     `coworking-analytics migrate` as the owner role",
+                    pending.join(",")
+                )))
+            }
+        }
     }
 }
 

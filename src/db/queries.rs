@@ -63,6 +63,32 @@ pub fn definition_user_visits(conn: &mut PgConnection) -> QueryResult<Vec<UserRo
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Schema version.
+
+#[derive(QueryableByName)]
+struct Version {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+/// The migration versions recorded as applied; empty when the migrations table does not exist (or cannot be
+/// read), so that a least-privileged role never tries to create it.
+pub fn applied_migrations(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    let rows: Vec<Version> =
+        diesel::sql_query("SELECT version::text AS version FROM __diesel_schema_migrations")
+            .load(conn)
+            .or_else(|e| match e {
+                diesel::result::Error::DatabaseError(_, ref info)
+                    if info.message().contains("does not exist") =>
+                {
+                    Ok(Vec::new())
+                }
+                other => Err(other),
+            })?;
+    Ok(rows.into_iter().map(|r| r.version).collect())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Locks.
 
 /// Blocks until the transaction-scoped advisory lock `key` is held (released at commit or rollback).

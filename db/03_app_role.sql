@@ -1,0 +1,21 @@
+-- The service's least-privileged role, for a database whose tables the owner role created (db/01, db/02) and
+-- migrated (`coworking-analytics migrate`, run as the owner). Run as the owner, after the migrations:
+--   psql -v ON_ERROR_STOP=1 -f db/03_app_role.sql
+--   psql -c "ALTER ROLE coworking_app PASSWORD '...'"     (or \password coworking_app)
+-- Re-running is harmless. The role can read the base tables and write only the service's own tables; it cannot
+-- create or alter anything, so it runs the service with DB_MIGRATE=off.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'coworking_app') THEN
+        CREATE ROLE coworking_app LOGIN;
+    END IF;
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO coworking_app', current_database());
+END
+$$;
+GRANT USAGE ON SCHEMA public TO coworking_app;
+GRANT SELECT ON users, tokens TO coworking_app;
+GRANT SELECT ON __diesel_schema_migrations TO coworking_app;
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON daily_usage_rollup, user_visits_rollup, refresh_runs, refresh_writer, rollup_changes
+    TO coworking_app;
+GRANT USAGE ON SEQUENCE refresh_runs_id_seq TO coworking_app;
