@@ -72,6 +72,7 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
         state,
         shutdown_rx.clone(),
         config.shutdown_timeout,
+        config.http,
         log.new(slog::o!("task" => "http")),
     ));
 

@@ -21,6 +21,10 @@ pub const VARIABLES: &[&str] = &[
     "DB_STATEMENT_TIMEOUT",
     "DB_MIGRATE",
     "APP_PORT",
+    "HTTP_HEADER_TIMEOUT",
+    "HTTP_IDLE_TIMEOUT",
+    "HTTP_MAX_CONNECTIONS",
+    "HTTP_MAX_HEADER_BYTES",
     "REFRESH_SCHEDULE",
     "READINESS_MAX_AGE",
     "LOG_LEVEL",
@@ -125,6 +129,8 @@ pub struct Config {
     /// Whether start-up applies pending migrations or only checks that none are pending (`DB_MIGRATE`).
     pub migrate: crate::db::MigratePolicy,
     pub app_port: u16,
+    /// Slow/idle/greedy client limits of the HTTP server (`HTTP_*`).
+    pub http: crate::http::Limits,
     pub refresh_schedule: String,
     pub readiness_max_age: Duration,
     pub log_level: slog::Level,
@@ -202,6 +208,26 @@ impl Config {
                 .parse()
                 .map_err(|reason| invalid("DB_MIGRATE", reason))?,
             app_port: parse_port("APP_PORT", get("APP_PORT").unwrap_or("5153"))?,
+            http: crate::http::Limits {
+                header_read_timeout: parse_duration(
+                    "HTTP_HEADER_TIMEOUT",
+                    get("HTTP_HEADER_TIMEOUT").unwrap_or("10s"),
+                )?,
+                idle_timeout: parse_duration(
+                    "HTTP_IDLE_TIMEOUT",
+                    get("HTTP_IDLE_TIMEOUT").unwrap_or("60s"),
+                )?,
+                max_connections: parse_count(
+                    "HTTP_MAX_CONNECTIONS",
+                    get("HTTP_MAX_CONNECTIONS").unwrap_or("1024"),
+                    1..=65_536,
+                )?,
+                max_header_bytes: parse_count(
+                    "HTTP_MAX_HEADER_BYTES",
+                    get("HTTP_MAX_HEADER_BYTES").unwrap_or("16384"),
+                    8192..=1_048_576,
+                )?,
+            },
             refresh_schedule,
             readiness_max_age: parse_duration(
                 "READINESS_MAX_AGE",
@@ -259,6 +285,24 @@ fn parse_name(var: &'static str, value: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(value.to_owned())
+}
+
+fn parse_count(
+    var: &'static str,
+    value: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(invalid(
+            var,
+            format!(
+                "expected an integer from {} to {}, got {value:?}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
 }
 
 fn parse_port(var: &'static str, value: &str) -> Result<u16, ConfigError> {

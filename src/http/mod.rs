@@ -1,26 +1,57 @@
 //! The HTTP server (hyper 1.x, HTTP/1.1): accepts connections, hands each request to [`routes::handle`], and
 //! shuts down gracefully.
 //!
-//! Shutdown: when the shutdown signal flips, the accept loop stops, every open connection is told to finish its
-//! in-flight request and close (hyper-util's `GracefulShutdown`), and [`serve`] returns once they have or when
-//! the drain deadline passes.
+//! Per connection (see [`Limits`]): headers must arrive within `header_read_timeout` (hyper's timer), a
+//! connection with no bytes moving for `idle_timeout` is closed (a keep-alive client that went quiet, or a
+//! reader that stopped reading), request heads are capped at `max_header_bytes` (hyper answers 431), and at most
+//! `max_connections` are open at once: the next one gets a 503 JSON answer and is closed.
+//!
+//! Concurrency state: each connection runs in its own task in `tasks` (a `JoinSet`), holding a semaphore permit
+//! and a clone of the shutdown receiver. On shutdown the accept loop stops, each task asks hyper to finish the
+//! in-flight request and close, and [`serve`] waits for the set to empty, aborting what is left at the deadline.
 
 pub mod routes;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use slog::{info, warn, Logger};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 pub use routes::AppState;
 
-/// How long a client may take to send its request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Protection against slow, idle and greedy clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Answer to a connection over the limit (written raw: the connection is never handed to hyper).
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
+retry-after: 1\r\ncontent-length: 82\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"connection limit reached; retry later\"}";
 
 /// Serves `listener` until `shutdown` turns true, then drains open connections for at most `drain`.
 pub async fn serve(
@@ -28,17 +59,21 @@ pub async fn serve(
     state: Arc<AppState>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
+    limits: Limits,
     log: Logger,
 ) {
-    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut tasks = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
+            // Reap finished connection tasks so the set does not grow.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             accepted = listener.accept() => accepted,
         };
-        let (stream, _peer) = match accepted {
-            Ok(pair) => pair,
+        let mut stream = match accepted {
+            Ok((stream, _peer)) => stream,
             Err(e) => {
                 // Usually EMFILE under a connection flood: back off briefly instead of spinning.
                 warn!(log, "accept failed"; "error" => %e);
@@ -46,32 +81,137 @@ pub async fn serve(
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tasks.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+            });
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        let service = service_fn(move |req| {
-            let state = Arc::clone(&state);
-            async move {
-                let started = std::time::Instant::now();
-                let route = routes::route_label(req.uri().path());
-                let resp = routes::handle(&state, req);
-                state
-                    .metrics
-                    .record_http(route, resp.status().as_u16(), started.elapsed());
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
+        let (state, rx) = (Arc::clone(&state), shutdown.clone());
+        tasks.spawn(async move {
+            connection(stream, state, rx, limits).await;
+            drop(permit);
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => info!(log, "http connections drained"),
-        _ = tokio::time::sleep(drain) => warn!(log, "http drain deadline passed; closing remaining connections"),
+    let drained =
+        tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+    match drained {
+        Ok(()) => info!(log, "http connections drained"),
+        Err(_) => {
+            warn!(log, "http drain deadline passed; closing remaining connections"; "open" => tasks.len());
+            tasks.shutdown().await;
+        }
+    }
+}
+
+/// One connection, from the first byte to close.
+async fn connection(
+    stream: TcpStream,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    let epoch = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        epoch,
+        activity: Arc::clone(&activity),
+    });
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move {
+            let started = std::time::Instant::now();
+            let route = routes::route_label(req.uri().path());
+            let resp = routes::handle(&state, req);
+            state
+                .metrics
+                .record_http(route, resp.status().as_u16(), started.elapsed());
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    let mut hard_deadline: Option<Instant> = None;
+    loop {
+        let last = epoch + Duration::from_millis(activity.load(Ordering::Relaxed));
+        let wake = hard_deadline.unwrap_or(last + limits.idle_timeout);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if hard_deadline.is_some() {
+                    return; // a reader that never took its response: drop the connection
+                }
+                let last = epoch + Duration::from_millis(activity.load(Ordering::Relaxed));
+                if Instant::now() >= last + limits.idle_timeout {
+                    // Idle: close between requests, or give a stalled response one more period.
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    hard_deadline = Some(Instant::now() + limits.idle_timeout);
+                }
+            }
+        }
+    }
+}
+
+/// The socket, noting when bytes last moved in either direction (milliseconds since `epoch`).
+struct Tracked {
+    inner: TcpStream,
+    epoch: Instant,
+    activity: Arc<AtomicU64>,
+}
+
+impl Tracked {
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

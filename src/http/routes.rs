@@ -62,6 +62,22 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
             .insert(header::ALLOW, HeaderValue::from_static(allow));
         return resp;
     }
+    // Nothing here takes a body: refuse one rather than leave it unread on a keep-alive connection.
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        let mut resp = error(
+            StatusCode::BAD_REQUEST,
+            "body_not_allowed",
+            &format!("{} {route} takes no request body", req.method()),
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     match route {
         "/health_check" => text(StatusCode::OK, "ok"),
         "/readiness_check" => readiness(state),
