@@ -5,7 +5,7 @@
 //! Start-up never waits for the database before listening: `/health_check` answers at once, the reports answer
 //! 503 until the first snapshot is loaded, and migrations are retried with backoff while the database is down.
 
-use slog::{error, info, warn, Logger};
+use slog::{debug, error, info, warn, Logger};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,7 +190,7 @@ async fn background(
                 if attempt == 1 {
                     error!(log, "database schema not ready; retrying"; "error" => %e);
                 } else {
-                    warn!(log, "database schema still not ready"; "error" => %e, "attempt" => attempt);
+                    debug!(log, "database schema still not ready"; "error" => %e, "attempt" => attempt);
                 }
                 tokio::select! {
                     _ = shutdown.changed() => return,

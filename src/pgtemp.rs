@@ -47,6 +47,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgTempError {
 #[derive(Debug)]
 pub struct TempPostgres {
     root: PathBuf,
+    bin: PathBuf,
+    user: Option<nix::unistd::User>,
     child: Option<Child>,
     /// Dropping this ends the keeper thread (see [`spawn_tied`]).
     keeper: Option<std::sync::mpsc::Sender<()>>,
@@ -103,6 +105,8 @@ impl TempPostgres {
             .keep();
         let mut me = TempPostgres {
             root,
+            bin: bin.clone(),
+            user: user.clone(),
             child: None,
             keeper: None,
         };
@@ -142,8 +146,19 @@ impl TempPostgres {
             format!("local all +password_login scram-sha-256\n{rules}"),
         )
         .map_err(io("writing pg_hba.conf"))?;
-        let log =
-            std::fs::File::create(me.root.join("server.log")).map_err(io("creating server.log"))?;
+        me.launch()?;
+        Ok(me)
+    }
+
+    /// Starts the server on the existing data directory; returns once it accepts connections.
+    fn launch(&mut self) -> Result<(), PgTempError> {
+        let (bin, user, data) = (self.bin.clone(), self.user.clone(), self.root.join("data"));
+        let me = self;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(me.root.join("server.log"))
+            .map_err(io("creating server.log"))?;
         if let Some(u) = &user {
             let _ = nix::unistd::chown(&me.root.join("server.log"), Some(u.uid), Some(u.gid));
         }
@@ -170,8 +185,18 @@ impl TempPostgres {
         let (child, keeper) = spawn_tied(cmd).map_err(io("starting postgres"))?;
         me.child = Some(child);
         me.keeper = Some(keeper);
-        me.wait_ready(Duration::from_secs(30))?;
-        Ok(me)
+        me.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Stops the server (fast shutdown) and keeps its data, as a database outage would; [`Self::resume`] starts
+    /// it again on the same socket.
+    pub fn pause(&mut self) {
+        self.stop_server();
+    }
+
+    /// Starts the server again after [`Self::pause`].
+    pub fn resume(&mut self) -> Result<(), PgTempError> {
+        self.launch()
     }
 
     fn wait_ready(&self, limit: Duration) -> Result<(), PgTempError> {
@@ -205,6 +230,11 @@ impl TempPostgres {
     }
 
     fn shutdown(&mut self) {
+        self.stop_server();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+
+    fn stop_server(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
@@ -219,7 +249,6 @@ impl TempPostgres {
             let _ = child.wait();
         }
         self.keeper.take();
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 

@@ -11,7 +11,7 @@
 //! Diesel is blocking, so each run executes on tokio's blocking pool with a connection from the r2d2 pool.
 
 use chrono::{DateTime, Utc};
-use slog::{error, info, warn, Logger};
+use slog::{debug, error, info, warn, Logger};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,12 +161,12 @@ impl Refresher {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.metrics.record_refresh_failure();
                 *failures += 1;
-                // Log the first failure of a streak as an error and later ones as warnings, so an outage does not
-                // flood the log at error level.
+                // Log once per state change: the first failure of a streak as an error, the recovery as info;
+                // the attempts between only at debug level (they are counted in RefreshFailures).
                 if *failures == 1 {
                     error!(self.log, "refresh failed"; "error" => %e, "mode" => mode.as_str());
                 } else {
-                    warn!(self.log, "refresh still failing"; "error" => %e, "attempt" => *failures);
+                    debug!(self.log, "refresh still failing"; "error" => %e, "attempt" => *failures);
                 }
                 false
             }

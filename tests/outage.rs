@@ -1,0 +1,288 @@
+//! Database outages, on a PostgreSQL of the test's own that it stops and starts, with the real binary: the cache
+//! keeps serving with its age showing, health stays 200, readiness follows its rule (503 once the data is older
+//! than READINESS_MAX_AGE), failures are logged once per state change, refreshes resume on their own within
+//! one backoff step, and the process neither exits nor panics. Also: start-up with the database down, and a
+//! refresh cut off mid-transaction leaving the rollups as they were.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{
+    add_token, add_user, assert_rollups_match_definition, migrated_db, parse_response, RawResponse,
+};
+use coworking_analytics::db;
+use coworking_analytics::pgtemp::TempPostgres;
+use coworking_analytics::refresh::{self, Mode};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coworking-analytics");
+/// The longest backoff step of the worker (src/worker.rs MAX_BACKOFF) plus one schedule period.
+const ONE_BACKOFF_STEP: Duration = Duration::from_secs(31);
+
+fn get(port: u16, path: &str) -> Option<RawResponse> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    Some(parse_response(&raw))
+}
+
+struct Service {
+    child: Child,
+    port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    fn start(url: &str) -> Service {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .env("DATABASE_URL", url)
+            .env("APP_PORT", port.to_string())
+            .env("REFRESH_SCHEDULE", "* * * * * *")
+            .env("READINESS_MAX_AGE", "3s")
+            .env("FOLLOW_POLL_INTERVAL", "1s")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Service { child, port, lines }
+    }
+
+    fn wait_status(&mut self, path: &str, status: u16, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "the service exited: {:?}",
+                self.log()
+            );
+            if get(self.port, path).is_some_and(|r| r.status == status) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{path} never answered {status}; log: {:#?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn count(&self, level: &str, message: &str) -> usize {
+        self.log()
+            .iter()
+            .filter(|l| l.contains(&format!("\"level\":\"{level}\"")) && l.contains(message))
+            .count()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn seeded_cluster() -> (TempPostgres, String) {
+    let pg = TempPostgres::start().unwrap();
+    let url = pg.url("postgres");
+    let mut conn = db::connect(&url).unwrap();
+    db::migrate(&mut conn).unwrap();
+    add_user(&mut conn, 1, "2023-01-01 00:00:00");
+    add_token(
+        &mut conn,
+        1,
+        "2023-02-01 10:00:00",
+        Some("2023-02-01 10:01:00"),
+    );
+    (pg, url)
+}
+
+#[test]
+fn an_outage_keeps_the_cache_serving_and_refreshes_resume_on_their_own() {
+    let (mut pg, url) = seeded_cluster();
+    let mut svc = Service::start(&url);
+    svc.wait_status("/readiness_check", 200, Duration::from_secs(30));
+    let before = get(svc.port, "/api/reports/daily_usage").unwrap();
+    assert_eq!(before.text(), "{\"2023-02-01\":1}\n");
+
+    pg.pause();
+    let outage = Instant::now();
+    let mut ages = Vec::new();
+    while outage.elapsed() < Duration::from_secs(6) {
+        assert!(
+            svc.child.try_wait().unwrap().is_none(),
+            "exited during the outage"
+        );
+        let r = get(svc.port, "/api/reports/daily_usage").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, before.body, "the cached report changed");
+        ages.push(
+            r.header("x-data-age-seconds")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
+        assert_eq!(get(svc.port, "/health_check").unwrap().status, 200);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        ages.last() > ages.first(),
+        "the age header did not grow: {ages:?}"
+    );
+    // The documented rule: not ready once the served data is older than READINESS_MAX_AGE (3 s here).
+    let r = get(svc.port, "/readiness_check").unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(svc.count("ERROR", "refresh failed"), 1, "{:#?}", svc.log());
+    let lines_in_outage = svc.log().len();
+    let loud: Vec<String> = svc
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("\"level\":\"WARN") || l.contains("\"level\":\"ERRO"))
+        .collect();
+    // One line per state change: the refresh failing, the listening connection lost.
+    assert!(loud.len() <= 2, "{loud:#?}");
+
+    pg.resume().unwrap();
+    let recovered = svc.wait_status("/readiness_check", 200, ONE_BACKOFF_STEP);
+    println!("ready again {recovered:?} after the database returned");
+    assert_eq!(
+        svc.count("INFO", "refresh recovered"),
+        1,
+        "{:#?}",
+        svc.log()
+    );
+    // Six seconds of failures every second or faster would be 6+ lines each; once per state change is a few.
+    assert!(
+        lines_in_outage < 25,
+        "the outage flooded the log: {:#?}",
+        svc.log()
+    );
+    assert!(
+        !svc.log().iter().any(|l| l.contains("panicked")),
+        "{:#?}",
+        svc.log()
+    );
+    assert!(svc.child.try_wait().unwrap().is_none());
+}
+
+#[test]
+fn start_up_with_the_database_down_waits_and_becomes_ready_when_it_returns() {
+    let (mut pg, url) = seeded_cluster();
+    pg.pause();
+    let mut svc = Service::start(&url);
+    svc.wait_status("/health_check", 200, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(get(svc.port, "/readiness_check").unwrap().status, 503);
+    let r = get(svc.port, "/api/reports/daily_usage").unwrap();
+    assert_eq!(r.status, 503, "no data yet: {}", r.text());
+    pg.resume().unwrap();
+    svc.wait_status("/readiness_check", 200, ONE_BACKOFF_STEP);
+    assert_eq!(
+        get(svc.port, "/api/reports/daily_usage").unwrap().text(),
+        "{\"2023-02-01\":1}\n"
+    );
+}
+
+type Rollups = (
+    Vec<coworking_analytics::db::queries::DayRow>,
+    Vec<coworking_analytics::db::queries::UserRow>,
+);
+
+fn rollups(conn: &mut PgConnection) -> Rollups {
+    coworking_analytics::db::queries::rollup_contents(conn).unwrap()
+}
+
+#[test]
+fn a_refresh_cut_off_by_the_database_leaves_the_rollups_as_they_were() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    add_user(&mut conn, 1, "2023-01-01 00:00:00");
+    add_token(
+        &mut conn,
+        1,
+        "2023-02-01 10:00:00",
+        Some("2023-02-01 10:01:00"),
+    );
+    refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
+    let before = rollups(&mut conn);
+    add_user(&mut conn, 2, "2023-01-02 00:00:00");
+    add_token(
+        &mut conn,
+        2,
+        "2023-02-03 10:00:00",
+        Some("2023-02-03 10:01:00"),
+    );
+
+    let mut holder = db.conn();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE user_visits_rollup IN EXCLUSIVE MODE")
+        .unwrap();
+    let url = db.url.clone();
+    let writer = std::thread::spawn(move || {
+        let mut c = db::connect(&url).unwrap();
+        refresh::run(&mut c, Mode::Incremental, "victim")
+    });
+    // Wait for the refresh to block inside its transaction, then kill its backend as a crash would.
+    let started = Instant::now();
+    loop {
+        let killed: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+              WHERE wait_event_type = 'Lock' AND datname = current_database())",
+        ))
+        .get_result(&mut conn)
+        .unwrap();
+        if killed > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        writer.join().unwrap().is_err(),
+        "the cut-off refresh reported success"
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    assert_eq!(
+        rollups(&mut conn),
+        before,
+        "a cut-off refresh changed the rollups"
+    );
+    // Nothing was lost: the captured changes are still there for the next refresh.
+    refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
+    assert_rollups_match_definition(&mut conn);
+    assert_ne!(rollups(&mut conn), before);
+}
