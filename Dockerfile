@@ -26,6 +26,7 @@ RUN mkdir -p src scripts/bench \
 
 COPY src ./src
 COPY migrations ./migrations
+COPY db ./db
 COPY scripts/bench/refresh.rs ./scripts/bench/refresh.rs
 # The placeholder build left fresher artefacts for the crate itself; touching the sources forces its rebuild.
 RUN touch src/main.rs src/lib.rs \
