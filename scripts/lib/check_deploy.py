@@ -22,11 +22,11 @@ SEMVER = r"[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?"
 
 
 def binary_variables(root):
-    """The VARIABLES list of src/config.rs: what the binary reads."""
-    src = (root / "src/config.rs").read_text()
+    """The VARIABLES list of src/config/mod.rs: what the binary reads."""
+    src = (root / "src/config/mod.rs").read_text()
     block = re.search(r"pub const VARIABLES: &\[&str\] = &\[(.*?)\];", src, re.S)
     if not block:
-        raise SystemExit("src/config.rs: VARIABLES not found")
+        raise SystemExit("src/config/mod.rs: VARIABLES not found")
     return set(re.findall(r'"([A-Z0-9_]+)"', block.group(1)))
 
 
@@ -115,7 +115,7 @@ def check(root):
                         if s is None or ref["key"] not in keys:
                             errors.append(f"{where}: secret key {ref['name']}/{ref['key']} is not in secret.yaml")
                 for key in sorted(given - variables):
-                    errors.append(f"{where}: variable {key} is not read by the binary (src/config.rs VARIABLES)")
+                    errors.append(f"{where}: variable {key} is not read by the binary (src/config/mod.rs VARIABLES)")
                 if "DATABASE_URL" not in given:
                     for key in sorted(required_variables(root) - given):
                         errors.append(f"{where}: required variable {key} is not provided")
