@@ -251,11 +251,7 @@ fn demo_without_postgres_binaries_says_what_to_install() {
 #[test]
 fn demo_serves_the_demo_data_and_stops_on_sigint() {
     use std::io::{Read, Write};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut child = Command::new(BIN)
         .arg("demo")
         .env("APP_PORT", port.to_string())

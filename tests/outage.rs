@@ -46,11 +46,7 @@ struct Service {
 
 impl Service {
     fn start(url: &str) -> Service {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let mut child = Command::new(BIN)
             .arg("serve")
             .env("DATABASE_URL", url)

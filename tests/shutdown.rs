@@ -33,11 +33,7 @@ async fn sigterm_finishes_the_slow_response_and_the_running_refresh_then_exits_0
         ..seed::DEMO_PARAMS
     };
     seed::load(&mut conn, params).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut child = Command::new(BIN)
         .arg("serve")
         .env("DATABASE_URL", &db.url)

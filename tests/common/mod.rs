@@ -259,3 +259,12 @@ pub fn add_one_checkin(conn: &mut PgConnection) {
     add_user(conn, 1, "2023-01-01 00:00:00");
     add_token(conn, 1, "2023-02-01 10:00:00", Some("2023-02-01 10:01:00"));
 }
+
+/// A TCP port free on loopback right now (for a child process that binds it itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
