@@ -8,7 +8,8 @@
 mod common;
 
 use common::{
-    add_token, add_user, assert_rollups_match_definition, migrated_db, parse_response, RawResponse,
+    add_one_checkin, add_token, add_user, assert_rollups_match_definition, migrated_db,
+    parse_response, RawResponse,
 };
 use coworking_analytics::db;
 use coworking_analytics::pgtemp::TempPostgres;
@@ -117,13 +118,7 @@ fn seeded_cluster() -> (TempPostgres, String) {
     let url = pg.url("postgres");
     let mut conn = db::connect(&url).unwrap();
     db::migrate(&mut conn).unwrap();
-    add_user(&mut conn, 1, "2023-01-01 00:00:00");
-    add_token(
-        &mut conn,
-        1,
-        "2023-02-01 10:00:00",
-        Some("2023-02-01 10:01:00"),
-    );
+    add_one_checkin(&mut conn);
     (pg, url)
 }
 
@@ -226,13 +221,7 @@ fn rollups(conn: &mut PgConnection) -> Rollups {
 fn a_refresh_cut_off_by_the_database_leaves_the_rollups_as_they_were() {
     let db = migrated_db();
     let mut conn = db.conn();
-    add_user(&mut conn, 1, "2023-01-01 00:00:00");
-    add_token(
-        &mut conn,
-        1,
-        "2023-02-01 10:00:00",
-        Some("2023-02-01 10:01:00"),
-    );
+    add_one_checkin(&mut conn);
     refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
     let before = rollups(&mut conn);
     add_user(&mut conn, 2, "2023-01-02 00:00:00");

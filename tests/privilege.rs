@@ -6,7 +6,7 @@
 mod common;
 
 use common::{
-    add_token, add_user, assert_rollups_match_definition, migrated_db, request, spawn_app,
+    add_one_checkin, add_token, assert_rollups_match_definition, migrated_db, request, spawn_app,
     total_visits, wait_for_run,
 };
 use coworking_analytics::db::{self, MigratePolicy};
@@ -38,13 +38,7 @@ fn denied(conn: &mut PgConnection, sql: &str) {
 async fn the_service_runs_under_the_app_role_which_cannot_touch_anything_else() {
     let db = migrated_db();
     let mut owner = db.conn();
-    add_user(&mut owner, 1, "2023-01-01 00:00:00");
-    add_token(
-        &mut owner,
-        1,
-        "2023-02-01 10:00:00",
-        Some("2023-02-01 10:01:00"),
-    );
+    add_one_checkin(&mut owner);
     owner.batch_execute(APP_ROLE_SQL).unwrap();
     // Twice: the script is re-runnable.
     owner.batch_execute(APP_ROLE_SQL).unwrap();

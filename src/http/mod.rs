@@ -215,3 +215,17 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_busy_answer_declares_its_body_length() {
+        let text = std::str::from_utf8(super::BUSY).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(
+            head.lines()
+                .any(|l| l == format!("content-length: {}", body.len())),
+            "{text}"
+        );
+    }
+}
