@@ -66,6 +66,9 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
         cache: Arc::clone(&cache),
         metrics: Arc::clone(&metrics),
         readiness_max_age: config.readiness_max_age,
+        cache_policy: http::caching::CachePolicy::new(
+            crate::config::parse_schedule(&config.refresh_schedule).ok(),
+        ),
     });
     let http = tokio::spawn(http::serve(
         listener,

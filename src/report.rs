@@ -11,31 +11,57 @@
 use chrono::{NaiveDateTime, Timelike};
 use std::fmt::Write;
 
+use crate::cache::rendered::{Indexer, Rendered};
 use crate::db::queries::{DayRow, UserRow};
 
 /// Renders the daily-usage body; `days` must be sorted by day.
 pub fn render_daily_usage(days: &[DayRow]) -> Vec<u8> {
+    daily_usage_indexed(days).0
+}
+
+/// The daily-usage body, rendered, indexed by day and compressed.
+pub fn daily_usage(days: &[DayRow]) -> Rendered {
+    let (body, index) = daily_usage_indexed(days);
+    Rendered::indexed(body, index.entries)
+}
+
+fn daily_usage_indexed(days: &[DayRow]) -> (Vec<u8>, Indexer) {
     let mut out = String::with_capacity(2 + days.len() * 20);
+    let mut index = Indexer::with_capacity(days.len());
     out.push('{');
     for (i, row) in days.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
+        index.start(out.len());
         // Writing to a String cannot fail.
         let _ = write!(out, "\"{}\":{}", row.day.format("%Y-%m-%d"), row.checkins);
+        index.end(out.len());
     }
     out.push_str("}\n");
-    out.into_bytes()
+    (out.into_bytes(), index)
 }
 
 /// Renders the user-visits body; `users` must be sorted by user id.
 pub fn render_user_visits(users: &[UserRow]) -> Vec<u8> {
+    user_visits_indexed(users).0
+}
+
+/// The user-visits body, rendered, indexed by user and compressed.
+pub fn user_visits(users: &[UserRow]) -> Rendered {
+    let (body, index) = user_visits_indexed(users);
+    Rendered::indexed(body, index.entries)
+}
+
+fn user_visits_indexed(users: &[UserRow]) -> (Vec<u8>, Indexer) {
     let mut out = String::with_capacity(2 + users.len() * 64);
+    let mut index = Indexer::with_capacity(users.len());
     out.push('{');
     for (i, row) in users.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
+        index.start(out.len());
         let _ = write!(out, "\"{}\":{{\"joined_at\":", row.user_id);
         match row.joined_at {
             Some(t) => {
@@ -44,9 +70,10 @@ pub fn render_user_visits(users: &[UserRow]) -> Vec<u8> {
             None => out.push_str("null"),
         }
         let _ = write!(out, ",\"visits\":{}}}", row.visits);
+        index.end(out.len());
     }
     out.push_str("}\n");
-    out.into_bytes()
+    (out.into_bytes(), index)
 }
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff`, or without the fraction when the microseconds are zero.

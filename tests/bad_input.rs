@@ -49,6 +49,7 @@ proptest! {
             cache: Arc::new(ReportCache::new()),
             metrics: Arc::new(Metrics::new(Publisher::disabled())),
             readiness_max_age: std::time::Duration::from_secs(60),
+            cache_policy: coworking_analytics::http::caching::CachePolicy::new(None),
         };
         let req = hyper::Request::builder().method(method).uri(uri).body(()).unwrap();
         let resp = handle(&state, req);

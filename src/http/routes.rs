@@ -11,7 +11,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{Rendered, ReportCache, Snapshot};
+use super::caching::CachePolicy;
+use super::reports::{self, Report};
+use crate::cache::ReportCache;
 use crate::metrics::Metrics;
 
 /// What the handlers share.
@@ -21,18 +23,25 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Readiness fails when the served data is older than this.
     pub readiness_max_age: Duration,
+    /// `Cache-Control` of the reports and the dashboard, from the refresh schedule.
+    pub cache_policy: CachePolicy,
 }
 
 type Resp = Response<Full<Bytes>>;
 
 /// The routes and the methods each allows.
 const ROUTES: &[(&str, &str)] = &[
+    ("/", "GET, HEAD"),
     ("/api/reports/daily_usage", "GET, HEAD"),
     ("/api/reports/user_visits", "GET, HEAD"),
     ("/health_check", "GET, HEAD"),
     ("/readiness_check", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
+    ("/openapi.json", "GET, HEAD"),
 ];
+
+/// The OpenAPI 3 description of every route, served as is.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The route label of a path for metrics (unknown paths share one label, so they cannot blow up cardinality).
 pub fn route_label(path: &str) -> &'static str {
@@ -82,8 +91,17 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
         "/health_check" => text(StatusCode::OK, "ok"),
         "/readiness_check" => readiness(state),
         "/metrics" => prometheus(state),
-        "/api/reports/daily_usage" => report(state, &req, |s| &s.data.daily_usage),
-        _ => report(state, &req, |s| &s.data.user_visits),
+        "/openapi.json" => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        "/" => reports::serve(state, &req, Report::Dashboard),
+        "/api/reports/daily_usage" => reports::serve(state, &req, Report::DailyUsage),
+        _ => reports::serve(state, &req, Report::UserVisits),
     }
 }
 
@@ -122,61 +140,6 @@ fn prometheus(state: &AppState) -> Resp {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     resp
-}
-
-fn report<B>(state: &AppState, req: &Request<B>, pick: fn(&Snapshot) -> &Rendered) -> Resp {
-    let Some(snap) = state.cache.current() else {
-        let mut resp = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the reports have not been computed yet; retry shortly",
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return resp;
-    };
-    let rendered = pick(&snap);
-    let not_modified = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| etag_matches(v, &rendered.etag));
-    let mut resp = if not_modified {
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        let mut r = Response::new(Full::new(rendered.body.clone()));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        r
-    };
-    let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&rendered.etag) {
-        headers.insert(header::ETAG, v);
-    }
-    let last_modified = snap
-        .computed_at
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string();
-    if let Ok(v) = HeaderValue::from_str(&last_modified) {
-        headers.insert(header::LAST_MODIFIED, v);
-    }
-    headers.insert(
-        "x-data-age-seconds",
-        HeaderValue::from(snap.age(Utc::now()).as_secs()),
-    );
-    headers.insert("x-refresh-run-id", HeaderValue::from(snap.run_id));
-    resp
-}
-
-/// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): `W/` prefixes are ignored; `*` matches.
-pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    if_none_match.split(',').map(str::trim).any(|candidate| {
-        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
-    })
 }
 
 fn text(status: StatusCode, body: &str) -> Resp {

@@ -6,33 +6,16 @@
 //! wait, never see a half-built snapshot, and keep the old one alive until they finish with it. A failed refresh
 //! or a database outage simply never stores, so the last good snapshot stays served.
 
+pub mod rendered;
+
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
+use crate::dashboard::{self, Figures};
 use crate::db::queries::{DayRow, Rollups, RunStamp, UserRow};
 use crate::report;
-
-/// A rendered response body with its strong validator.
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    pub body: Bytes,
-    /// Quoted strong entity tag derived from the body bytes, so every replica agrees on it.
-    pub etag: String,
-}
-
-impl Rendered {
-    pub fn new(body: Vec<u8>) -> Self {
-        let digest = Sha256::digest(&body);
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        Rendered {
-            body: Bytes::from(body),
-            etag: format!("\"{hex}\""),
-        }
-    }
-}
+pub use rendered::{Encoded, Rendered};
 
 /// The rendered reports of one rollup state (shared by every snapshot of the same data version).
 #[derive(Debug)]
@@ -43,6 +26,8 @@ pub struct ReportData {
     pub user_visits: Rendered,
     pub days: Vec<DayRow>,
     pub users: Vec<UserRow>,
+    /// The dashboard's figures (the page itself also shows the run, so it is rendered per snapshot).
+    pub figures: Figures,
 }
 
 /// One immutable generation of the reports: the data, and the newest run that vouched for it.
@@ -53,20 +38,30 @@ pub struct Snapshot {
     /// When that run committed: the `Last-Modified` of both reports and the base of the data age.
     pub computed_at: DateTime<Utc>,
     pub data: Arc<ReportData>,
+    /// The dashboard page (`GET /`) for this run.
+    pub dashboard: Rendered,
 }
 
 impl Snapshot {
     pub fn from_rollups(rollups: Rollups) -> Self {
+        let data = Arc::new(ReportData {
+            data_version: rollups.run.data_version,
+            daily_usage: report::daily_usage(&rollups.days),
+            user_visits: report::user_visits(&rollups.users),
+            figures: Figures::compute(&rollups.days, &rollups.users),
+            days: rollups.days,
+            users: rollups.users,
+        });
+        Self::with_data(rollups.run, data)
+    }
+
+    /// A snapshot of `run` over already-rendered data.
+    fn with_data(run: RunStamp, data: Arc<ReportData>) -> Self {
         Snapshot {
-            run_id: rollups.run.id,
-            computed_at: rollups.run.finished_at,
-            data: Arc::new(ReportData {
-                data_version: rollups.run.data_version,
-                daily_usage: Rendered::new(report::render_daily_usage(&rollups.days)),
-                user_visits: Rendered::new(report::render_user_visits(&rollups.users)),
-                days: rollups.days,
-                users: rollups.users,
-            }),
+            run_id: run.id,
+            computed_at: run.finished_at,
+            dashboard: Rendered::new(dashboard::render(&data.figures, run.finished_at, run.id)),
+            data,
         }
     }
 
@@ -116,11 +111,7 @@ impl ReportCache {
         if cur.data.data_version != run.data_version {
             return false;
         }
-        self.swap_in(Arc::new(Snapshot {
-            run_id: run.id,
-            computed_at: run.finished_at,
-            data: Arc::clone(&cur.data),
-        }))
+        self.swap_in(Arc::new(Snapshot::with_data(run, Arc::clone(&cur.data))))
     }
 
     /// Stores `next` unless the cache already holds the same or a newer run: loaders racing (the worker after its

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Loads the dashboard page in headless Chromium (Debian's package) and checks what a person would see.
+
+Usage: browser_check.py BASE_URL SCREENSHOT_DIR
+
+Two passes, each with a fresh profile directory and the flags these machines need:
+1. `chromium --headless --dump-dom`: the page as the browser rendered it (Chromium exits 0 even for an error
+   page, so the DOM itself is checked).
+2. Playwright driving the same binary, at a laptop and at a phone viewport: fails on any console error, page
+   error, failed request, HTTP error or request to another origin; checks the figures against the JSON reports
+   and that nothing overflows the phone's width; saves one screenshot per viewport.
+Exits non-zero with every problem listed.
+"""
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+problems = []
+
+
+def check(ok, what):
+    if not ok:
+        problems.append(what)
+    return ok
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)
+
+
+def expected_figures(base):
+    daily = get_json(base + "/api/reports/daily_usage")
+    visits = get_json(base + "/api/reports/user_visits")
+    days = sorted(daily)
+    # The chart covers every calendar day from the first to the last with data, at most the last 366.
+    if days:
+        import datetime as dt
+        first, last = (dt.date.fromisoformat(d) for d in (days[0], days[-1]))
+        span = min((last - first).days + 1, 366)
+    else:
+        span = 0
+    return {
+        "checkins": f"{sum(daily.values()):,}",
+        "tokens": f"{sum(v['visits'] for v in visits.values()):,}",
+        "members": f"{len(visits):,}",
+        "days": f"{len(daily):,}",
+        "bars": span,
+    }
+
+
+def dump_dom_pass(base, want):
+    with tempfile.TemporaryDirectory() as profile:
+        out = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", base + "/"],
+                             capture_output=True, text=True, timeout=120)
+    dom = out.stdout
+    if not check(out.returncode == 0 and "<html" in dom, f"dump-dom: chromium exit {out.returncode}, "
+                 f"stderr: {out.stderr[-500:]}"):
+        return
+    check("Coworking usage" in dom and 'id="daily-chart"' in dom, "dump-dom: the dashboard did not render")
+    check(dom.count("<rect") == want["bars"], f"dump-dom: {dom.count('<rect')} bars, expected {want['bars']}")
+    for key in ("checkins", "tokens", "members", "days"):
+        m = re.search(rf'data-figure="{key}">([^<]*)<', dom)
+        check(m and m.group(1) == want[key], f"dump-dom: {key} shows {m and m.group(1)!r}, expected {want[key]!r}")
+
+
+def playwright_pass(base, want, shots):
+    from playwright.sync_api import sync_playwright
+    viewports = {
+        "laptop": dict(viewport={"width": 1366, "height": 900}),
+        "phone": dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                      has_touch=True),
+    }
+    with sync_playwright() as p:
+        for name, options in viewports.items():
+            with tempfile.TemporaryDirectory() as profile:
+                ctx = p.chromium.launch_persistent_context(
+                    profile, executable_path=CHROMIUM, headless=True, args=FLAGS[1:], **options)
+                page = ctx.new_page()
+                seen = []
+                page.on("console", lambda m: m.type in ("error", "warning") and seen.append(f"console {m.type}: {m.text}"))
+                page.on("pageerror", lambda e: seen.append(f"page error: {e}"))
+                page.on("requestfailed", lambda r: seen.append(f"request failed: {r.url} ({r.failure})"))
+                page.on("request", lambda r: r.url.startswith(base) or r.url.startswith("data:")
+                        or seen.append(f"request to another origin: {r.url}"))
+                page.on("response", lambda r: r.status >= 400 and seen.append(f"HTTP {r.status}: {r.url}"))
+                resp = page.goto(base + "/", wait_until="load")
+                check(resp is not None and resp.status == 200, f"{name}: status {resp and resp.status}")
+                page.wait_for_timeout(300)
+                bars = page.locator("#daily-chart rect").count()
+                check(bars == want["bars"], f"{name}: {bars} bars, expected {want['bars']}")
+                for key in ("checkins", "tokens", "members", "days"):
+                    text = page.locator(f'[data-figure="{key}"]').inner_text()
+                    check(text == want[key], f"{name}: {key} shows {text!r}, expected {want[key]!r}")
+                check(page.locator("#weekdays tr").count() == 7, f"{name}: weekdays table is not 7 rows")
+                check(page.locator("#visits tr").count() == 7, f"{name}: visits table is not 7 rows")
+                check("Data computed at" in page.locator("#computed-at").inner_text(), f"{name}: no computed-at")
+                layout = page.evaluate("""() => ({
+                    scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+                    chart: document.querySelector('#daily-chart').getBoundingClientRect().width,
+                    font: parseFloat(getComputedStyle(document.body).fontSize)})""")
+                check(layout["scroll"] <= layout["inner"], f"{name}: page is wider than the screen: {layout}")
+                check(layout["chart"] >= 0.8 * layout["inner"] - 64, f"{name}: chart is narrow: {layout}")
+                check(layout["font"] >= 14, f"{name}: body text under 14px: {layout}")
+                path = f"{shots}/dashboard-{name}.png"
+                page.screenshot(path=path, full_page=True)
+                print(f"  {name}: {bars} bars, layout {layout}, screenshot {path}")
+                for s in seen:
+                    problems.append(f"{name}: {s}")
+                ctx.close()
+
+
+def main():
+    base, shots = sys.argv[1].rstrip("/"), sys.argv[2]
+    want = expected_figures(base)
+    print(f"  expected from the JSON reports: {want}")
+    dump_dom_pass(base, want)
+    playwright_pass(base, want, shots)
+    if problems:
+        print("browser check FAILED:", *problems, sep="\n  ", file=sys.stderr)
+        sys.exit(1)
+    print("  browser check passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+//! HTTP caching and content negotiation for the report and dashboard responses.
+//!
+//! - [`accepts_gzip`]: reads `Accept-Encoding` (RFC 9110 12.5.3) with its q-values;
+//! - [`CachePolicy`]: `Cache-Control: public, max-age=N`, where N is the time until the refresh schedule's next
+//!   tick, which is the earliest the data can change. The next tick is cached in an atomic and recomputed only
+//!   when it has passed, so a request costs one atomic load.
+
+use chrono::{DateTime, Utc};
+use hyper::header::HeaderValue;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Whether the client takes gzip: `gzip` (or `x-gzip`) with q > 0, or `*` with q > 0 when gzip is not named.
+pub fn accepts_gzip(accept_encoding: &str) -> bool {
+    let mut star = None;
+    for item in accept_encoding.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .or_else(|| p.trim().strip_prefix("Q="))
+            })
+            .next()
+            .map_or(Some(1.0), |v| {
+                v.trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))
+            });
+        let Some(q) = q else {
+            continue; // a malformed q-value: ignore that item
+        };
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            return q > 0.0;
+        }
+        if coding == "*" {
+            star = Some(q > 0.0);
+        }
+    }
+    star.unwrap_or(false)
+}
+
+/// `Cache-Control` for data that changes only on the refresh schedule.
+#[derive(Debug)]
+pub struct CachePolicy {
+    schedule: Option<croner::Cron>,
+    /// Unix seconds of the next tick; 0 until first computed.
+    next_tick: AtomicI64,
+}
+
+/// Upper bound of `max-age`, in case the schedule is rare (a daily refresh): the CronJob or another replica may
+/// refresh in between.
+pub const MAX_AGE_CEILING: i64 = 300;
+
+impl CachePolicy {
+    /// `None`: no schedule known, so responses say `no-cache` (always revalidate).
+    pub fn new(schedule: Option<croner::Cron>) -> Self {
+        CachePolicy {
+            schedule,
+            next_tick: AtomicI64::new(0),
+        }
+    }
+
+    /// Seconds a cache may reuse a response fetched at `now`.
+    pub fn max_age(&self, now: DateTime<Utc>) -> Option<i64> {
+        let schedule = self.schedule.as_ref()?;
+        let now_s = now.timestamp();
+        let mut next = self.next_tick.load(Ordering::Relaxed);
+        if next <= now_s {
+            // Racing requests may both recompute; they store the same value.
+            next = schedule
+                .find_next_occurrence(&now, false)
+                .map_or(now_s, |t| t.timestamp());
+            self.next_tick.store(next, Ordering::Relaxed);
+        }
+        Some((next - now_s).clamp(0, MAX_AGE_CEILING))
+    }
+
+    pub fn header(&self, now: DateTime<Utc>) -> HeaderValue {
+        match self.max_age(now) {
+            Some(age) => HeaderValue::from_str(&format!("public, max-age={age}"))
+                .unwrap_or(HeaderValue::from_static("no-cache")),
+            None => HeaderValue::from_static("no-cache"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn negotiation() {
+        for (header, gzip) in [
+            ("gzip", true),
+            ("gzip, deflate, br", true),
+            ("br;q=1.0, gzip;q=0.8", true),
+            ("GZIP", true),
+            ("x-gzip", true),
+            ("gzip;q=0", false),
+            ("gzip;q=0.000", false),
+            ("identity", false),
+            ("", false),
+            ("*", true),
+            ("*;q=0", false),
+            ("gzip;q=0, *", false),
+            ("*;q=0.5, gzip;q=0", false),
+            ("gzip;q=nonsense", false),
+            ("deflate, gzip ; q=0.5", true),
+        ] {
+            assert_eq!(accepts_gzip(header), gzip, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn max_age_counts_down_to_the_next_tick() {
+        let cron = crate::config::parse_schedule("*/30 * * * * *").unwrap();
+        let policy = CachePolicy::new(Some(cron));
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(policy.max_age(at("2026-01-01T00:00:05Z")), Some(25));
+        assert_eq!(policy.max_age(at("2026-01-01T00:00:29Z")), Some(1));
+        assert_eq!(policy.max_age(at("2026-01-01T00:00:30Z")), Some(30));
+        let daily = crate::config::parse_schedule("0 0 3 * * *").unwrap();
+        assert_eq!(
+            CachePolicy::new(Some(daily)).max_age(at("2026-01-01T00:00:00Z")),
+            Some(MAX_AGE_CEILING)
+        );
+        assert_eq!(CachePolicy::new(None).header(Utc::now()), "no-cache");
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_is_answered(h in "\\PC{0,60}") {
+            let _ = accepts_gzip(&h);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Serving the cached reports and the dashboard: filter, pick the encoding, validate, set the caching headers.
+//!
+//! Cost per request: an `Arc` clone of the snapshot, and for the unfiltered bodies a reference-counted copy of
+//! bytes rendered and gzipped once per refresh. A filter copies the selected entries' byte slices (a binary
+//! search per bound or per user id); a filtered body over [`MIN_COMPRESS_BYTES`] is gzipped per request at the
+//! fastest level, since filters are bounded (one entry per day or per named user, at most
+//! [`MAX_USER_IDS`](super::query::MAX_USER_IDS) users) and caching every combination would be unbounded.
+
+use bytes::Bytes;
+use chrono::Utc;
+use flate2::Compression;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use super::caching::accepts_gzip;
+use super::query::{self, QueryError};
+use super::routes::{error, AppState};
+use crate::cache::rendered::{gzip, MIN_COMPRESS_BYTES};
+use crate::cache::{Encoded, Rendered, Snapshot};
+
+type Resp = Response<Full<Bytes>>;
+
+/// What is being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    DailyUsage,
+    UserVisits,
+    Dashboard,
+}
+
+/// The representation chosen for one request.
+struct Chosen {
+    body: Bytes,
+    etag: String,
+    gzipped: bool,
+}
+
+pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
+    let Some(snap) = state.cache.current() else {
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the reports have not been computed yet; retry shortly",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
+    };
+    let gzip_ok = req
+        .headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(accepts_gzip);
+    let chosen = match choose(&snap, report, req.uri().query(), gzip_ok) {
+        Ok(c) => c,
+        Err(e) => return bad_parameter(&e),
+    };
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| etag_matches(v, &chosen.etag));
+    let mut resp = if not_modified {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Full::new(chosen.body));
+        let content_type = match report {
+            Report::Dashboard => "text/html; charset=utf-8",
+            _ => "application/json",
+        };
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if chosen.gzipped {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        r
+    };
+    let now = Utc::now();
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&chosen.etag) {
+        headers.insert(header::ETAG, v);
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers.insert(header::CACHE_CONTROL, state.cache_policy.header(now));
+    let last_modified = snap
+        .computed_at
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(v) = HeaderValue::from_str(&last_modified) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    headers.insert(
+        "x-data-age-seconds",
+        HeaderValue::from(snap.age(now).as_secs()),
+    );
+    headers.insert("x-refresh-run-id", HeaderValue::from(snap.run_id));
+    if report == Report::Dashboard {
+        // The page needs nothing from anywhere: say so, so a browser refuses any request it might try.
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    resp
+}
+
+/// Applies the query's filter and the encoding.
+fn choose(
+    snap: &Snapshot,
+    report: Report,
+    query: Option<&str>,
+    gzip_ok: bool,
+) -> Result<Chosen, QueryError> {
+    let data = &snap.data;
+    let (rendered, picked): (&Rendered, Option<(Vec<usize>, String)>) = match report {
+        Report::Dashboard => (&snap.dashboard, None),
+        Report::DailyUsage => {
+            let range = query::day_range(query)?;
+            let days = &data.days;
+            let lo = range
+                .from
+                .map_or(0, |from| days.partition_point(|d| d.day < from));
+            let hi = range
+                .to
+                .map_or(days.len(), |to| days.partition_point(|d| d.day <= to));
+            let picked =
+                (!range.is_empty()).then(|| ((lo..hi.max(lo)).collect(), range.canonical()));
+            (&data.daily_usage, picked)
+        }
+        Report::UserVisits => {
+            let set = query::user_set(query)?;
+            let users = &data.users;
+            let picked = (!set.is_empty()).then(|| {
+                let indices = set
+                    .ids
+                    .iter()
+                    .filter_map(|id| users.binary_search_by_key(id, |u| u.user_id).ok())
+                    .collect();
+                (indices, set.canonical())
+            });
+            (&data.user_visits, picked)
+        }
+    };
+    match picked {
+        // A filter that keeps every entry gives the very same bytes: serve the precomputed representation.
+        Some((indices, filter)) if indices.len() != rendered.len() => {
+            Ok(encode_subset(rendered.subset(indices, &filter), gzip_ok))
+        }
+        _ => Ok(match (&rendered.gzip, gzip_ok) {
+            (Some(gz), true) => Chosen {
+                body: gz.body.clone(),
+                etag: gz.etag.clone(),
+                gzipped: true,
+            },
+            _ => Chosen {
+                body: rendered.body.clone(),
+                etag: rendered.etag.clone(),
+                gzipped: false,
+            },
+        }),
+    }
+}
+
+fn encode_subset(subset: Encoded, gzip_ok: bool) -> Chosen {
+    if gzip_ok && subset.body.len() > MIN_COMPRESS_BYTES {
+        if let Some(gz) = gzip(&subset.body, Compression::fast()) {
+            return Chosen {
+                body: Bytes::from(gz),
+                etag: format!("{}-gzip\"", subset.etag.trim_end_matches('"')),
+                gzipped: true,
+            };
+        }
+    }
+    Chosen {
+        body: subset.body,
+        etag: subset.etag,
+        gzipped: false,
+    }
+}
+
+/// A 400 naming the parameter.
+fn bad_parameter(e: &QueryError) -> Resp {
+    let body = serde_json::json!({
+        "error": "invalid_parameter",
+        "parameter": e.param,
+        "message": e.to_string(),
+    })
+    .to_string();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): `W/` prefixes are ignored; `*` matches.
+pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.split(',').map(str::trim).any(|candidate| {
+        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
+    })
+}
