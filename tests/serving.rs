@@ -9,6 +9,7 @@ use common::{migrated_db, request, spawn_app, wait_for_run};
 use coworking_analytics::cache::ReportCache;
 use coworking_analytics::db::queries;
 use coworking_analytics::http::caching::CachePolicy;
+use coworking_analytics::http::query::MAX_USER_IDS;
 use coworking_analytics::http::routes::{handle, AppState, OPENAPI};
 use coworking_analytics::metrics::{Metrics, Publisher};
 use coworking_analytics::refresh::{self, Mode};
@@ -237,6 +238,12 @@ async fn compression_validators_and_caching_headers_on_a_real_socket() {
 async fn the_openapi_document_describes_every_route() {
     let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let user_id = &doc["paths"]["/api/reports/user_visits"]["get"]["parameters"][0];
+    assert_eq!(user_id["name"], "user_id");
+    assert_eq!(
+        user_id["schema"]["maxItems"], MAX_USER_IDS,
+        "the document and the parser agree"
+    );
     let db = migrated_db();
     let app = spawn_app(&db.url, &[]).await;
     let served = request(app.addr, "GET", "/openapi.json", &[]).await;

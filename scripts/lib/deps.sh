@@ -48,3 +48,26 @@ ensure_moto() {
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 }
+
+# The serving checks (scripts/check-serving): Debian's Chromium with a font, and schemathesis plus Playwright's
+# Python driver (it drives /usr/bin/chromium; it downloads no browser) in their own virtualenv under target/tools.
+SCHEMATHESIS_VERSION=4.32.5
+PLAYWRIGHT_VERSION=1.65.2
+ensure_serving_tools() {
+  if command -v dpkg-query >/dev/null; then
+    ensure_debian_packages chromium fonts-dejavu-core python3 python3-venv
+  fi
+  [ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium not found (Debian: apt-get install chromium)" >&2; return 1; }
+  local venv=target/tools/serving
+  if [ -x "$venv/bin/schemathesis" ] && "$venv/bin/python" - <<PY 2>/dev/null
+import importlib.metadata as m, sys
+sys.exit(m.version("schemathesis") != "$SCHEMATHESIS_VERSION" or m.version("playwright") != "$PLAYWRIGHT_VERSION")
+PY
+  then
+    return 0
+  fi
+  echo "installing schemathesis==$SCHEMATHESIS_VERSION and playwright==$PLAYWRIGHT_VERSION into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" "playwright==$PLAYWRIGHT_VERSION"
+}
