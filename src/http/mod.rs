@@ -211,6 +211,22 @@ impl AsyncWrite for Tracked {
         }
         res
     }
+    // Vectored writes must be forwarded: without them hyper falls back to its "flatten" strategy and copies
+    // every response body into a per-connection buffer (64 readers of a 6 MB report were 400 MB of RSS).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -220,6 +236,7 @@ impl AsyncWrite for Tracked {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn the_busy_answer_declares_its_body_length() {
@@ -230,5 +247,21 @@ mod tests {
                 .any(|l| l == format!("content-length: {}", body.len())),
             "{text}"
         );
+    }
+
+    /// hyper copies every body into a per-connection buffer unless the IO says it takes vectored writes.
+    #[tokio::test]
+    async fn the_tracked_socket_keeps_vectored_writes() {
+        use tokio::io::AsyncWrite;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let inner = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(inner.is_write_vectored(), "the plain socket does");
+        let tracked = super::Tracked {
+            inner,
+            epoch: tokio::time::Instant::now(),
+            activity: std::sync::Arc::default(),
+        };
+        assert!(tracked.is_write_vectored());
     }
 }
