@@ -2,8 +2,8 @@
 //!
 //! The data path, module by module:
 //! `tokens`/`users` (base tables) -> [`refresh`] (one transaction, run by the [`worker`] on a schedule) ->
-//! rollup tables ([`db`]) -> [`cache`] (rendered bodies, swapped atomically, on every replica, kept current by
-//! the [`follower`]) -> [`http`].
+//! rollup tables ([`db`]) -> [`cache`] (rendered and compressed bodies and the [`dashboard`] page, swapped
+//! atomically, on every replica, kept current by the [`follower`]) -> [`http`].
 //! [`app`] wires them together for `serve`; [`config`] and [`logging`] are read by all of them; [`metrics`]
 //! branch off the worker and the server.
 

@@ -41,7 +41,7 @@ h1{font-size:1.5rem;margin:.2em 0}h2{font-size:1.1rem;margin:0 0 .6em}\
 .axis{display:flex;justify-content:space-between;color:var(--muted);font-size:.85rem}\
 table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}\
 td{padding:4px 6px;vertical-align:middle}td.n{text-align:right;white-space:nowrap;width:1%}td.b{width:65%}td:first-child{white-space:nowrap}\
-.bar{height:12px;background:var(--accent);border-radius:3px;min-width:1px}\
+.bar{height:12px;background:var(--accent);border-radius:3px}\
 tr.top td:first-child{font-weight:600}\
 footer{margin:20px 0;color:var(--muted);font-size:.85rem}a{color:var(--accent)}";
 
