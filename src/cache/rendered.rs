@@ -1,6 +1,6 @@
 //! One report, rendered once per data version into everything a request may ask for: the identity body, its
-//! gzip and brotli encodings, strong ETags for each, and the byte range of every top-level entry so a filtered
-//! response is a copy of slices, not a re-render.
+//! gzip encoding, strong ETags for both, and the byte range of every top-level entry so a filtered response is
+//! a copy of slices, not a re-render.
 //!
 //! Both report bodies are a flat JSON object `{e1,e2,...}\n` whose entries are in key order (days ascending,
 //! user ids numeric), so a filter picks entries by index and the result is again exactly the old format.
@@ -30,8 +30,6 @@ pub struct Rendered {
     pub etag: String,
     /// The gzip-encoded body (`None` when the body is too small to be worth it).
     pub gzip: Option<Encoded>,
-    /// The brotli-encoded body (`None` when the body is too small to be worth it).
-    pub br: Option<Encoded>,
     /// Byte range of each top-level entry of `body` (without the separating commas).
     entries: Vec<Range<u32>>,
 }
@@ -51,24 +49,6 @@ pub fn gzip(body: &[u8], level: Compression) -> Option<Vec<u8>> {
     enc.finish().ok()
 }
 
-/// Brotli quality for the bodies compressed once per data version, 5 of 11. On a 6.3 MB user-visits body
-/// (100k users, release build): quality 5 gave 514 KB in 178 ms, 7 gave 427 KB in 370 ms, 9 gave 439 KB in
-/// 732 ms, 11 gave 306 KB in 11 s; gzip -6 gave 1,105 KB in 132 ms.
-pub const BROTLI_QUALITY: u32 = 5;
-
-/// Brotli at `quality` with a 4 MiB window. `None` only if writing into the `Vec` somehow failed.
-pub fn brotli(body: &[u8], quality: u32) -> Option<Vec<u8>> {
-    let mut enc = brotli::CompressorWriter::new(
-        Vec::with_capacity(body.len() / 5 + 64),
-        64 * 1024,
-        quality,
-        22,
-    );
-    enc.write_all(body).ok()?;
-    enc.flush().ok()?;
-    Some(enc.into_inner())
-}
-
 impl Rendered {
     /// A body that is not indexed for filtering (the dashboard page).
     pub fn new(body: Vec<u8>) -> Self {
@@ -78,28 +58,17 @@ impl Rendered {
     /// A report body with the byte range of each entry; compresses it once, here.
     pub fn indexed(body: Vec<u8>, entries: Vec<Range<u32>>) -> Self {
         let tag = tag_of(&body);
-        let worth_it = body.len() > MIN_COMPRESS_BYTES;
-        let encoded = |bytes: Option<Vec<u8>>, coding: &str| {
-            bytes.map(|b| Encoded {
-                body: Bytes::from(b),
-                etag: format!("\"{tag}-{coding}\""),
-            })
-        };
-        let gzip = encoded(
-            worth_it
-                .then(|| gzip(&body, Compression::default()))
-                .flatten(),
-            "gzip",
-        );
-        let br = encoded(
-            worth_it.then(|| brotli(&body, BROTLI_QUALITY)).flatten(),
-            "br",
-        );
+        let gzip = (body.len() > MIN_COMPRESS_BYTES)
+            .then(|| gzip(&body, Compression::default()))
+            .flatten()
+            .map(|gz| Encoded {
+                body: Bytes::from(gz),
+                etag: format!("\"{tag}-gzip\""),
+            });
         Rendered {
             body: Bytes::from(body),
             etag: format!("\"{tag}\""),
             gzip,
-            br,
             entries,
         }
     }
@@ -184,21 +153,6 @@ mod tests {
         assert_eq!(r.subset(0..3, "x").body, r.body);
         assert_ne!(r.subset([1], "x").etag, r.subset([1], "y").etag);
         assert!(r.subset([1], "x").etag.starts_with(&r.etag[..33]));
-    }
-
-    #[test]
-    fn brotli_round_trips_and_has_its_own_tag() {
-        let body: Vec<u8> = format!("{{{}}}\n", "\"k\":1,".repeat(500)).into_bytes();
-        let r = Rendered::new(body.clone());
-        let br = r.br.as_ref().unwrap();
-        let mut back = Vec::new();
-        brotli::Decompressor::new(&br.body[..], 4096)
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, body);
-        assert!(br.body.len() < r.gzip.as_ref().unwrap().body.len());
-        assert_ne!(br.etag, r.etag);
-        assert_ne!(br.etag, r.gzip.as_ref().unwrap().etag);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! HTTP caching and content negotiation for the report and dashboard responses.
 //!
-//! - [`Accepts`]: reads `Accept-Encoding` (RFC 9110 12.5.3) with its q-values and picks gzip, br or identity;
+//! - [`accepts_gzip`]: reads `Accept-Encoding` (RFC 9110 12.5.3) with its q-values;
 //! - [`CachePolicy`]: `Cache-Control: public, max-age=N`, where N is the time until the refresh schedule's next
 //!   tick, which is the earliest the data can change. The next tick is cached in an atomic and recomputed only
 //!   when it has passed, so a request costs one atomic load.
@@ -9,83 +9,36 @@ use chrono::{DateTime, Utc};
 use hyper::header::HeaderValue;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// A content coding the server can send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
-    Identity,
-    Gzip,
-    Br,
-}
-
-impl Coding {
-    /// The `Content-Encoding` value (`None` for identity).
-    pub fn header(self) -> Option<&'static str> {
-        match self {
-            Coding::Identity => None,
-            Coding::Gzip => Some("gzip"),
-            Coding::Br => Some("br"),
+/// Whether the client takes gzip: `gzip` (or `x-gzip`) with q > 0, or `*` with q > 0 when gzip is not named.
+pub fn accepts_gzip(accept_encoding: &str) -> bool {
+    let mut star = None;
+    for item in accept_encoding.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .or_else(|| p.trim().strip_prefix("Q="))
+            })
+            .next()
+            .map_or(Some(1.0), |v| {
+                v.trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))
+            });
+        let Some(q) = q else {
+            continue; // a malformed q-value: ignore that item
+        };
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            return q > 0.0;
+        }
+        if coding == "*" {
+            star = Some(q > 0.0);
         }
     }
-}
-
-/// What an `Accept-Encoding` header allows: the q-value of gzip and of br (0 = not acceptable). A coding not
-/// named takes the q-value of `*`, or 0; a malformed item is ignored.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Accepts {
-    pub gzip: f32,
-    pub br: f32,
-}
-
-impl Accepts {
-    /// Parses every `Accept-Encoding` value of a request (several header lines act as one list).
-    pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
-        let (mut gzip, mut br, mut star) = (None, None, None);
-        for item in values.into_iter().flat_map(|v| v.split(',')) {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            let q = parts
-                .filter_map(|p| {
-                    let p = p.trim();
-                    p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
-                })
-                .next()
-                .map_or(Some(1.0), |v| {
-                    v.trim()
-                        .parse::<f32>()
-                        .ok()
-                        .filter(|q| (0.0..=1.0).contains(q))
-                });
-            let Some(q) = q else {
-                continue;
-            };
-            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-                gzip = Some(q);
-            } else if coding.eq_ignore_ascii_case("br") {
-                br = Some(q);
-            } else if coding == "*" {
-                star = Some(q);
-            }
-        }
-        let star = star.unwrap_or(0.0);
-        Accepts {
-            gzip: gzip.unwrap_or(star),
-            br: br.unwrap_or(star),
-        }
-    }
-
-    /// The coding to send, among those available: the highest q-value above 0; on a tie br (the smaller body),
-    /// then gzip; identity when neither is acceptable or available.
-    pub fn choose(&self, has_gzip: bool, has_br: bool) -> Coding {
-        let br = if has_br { self.br } else { 0.0 };
-        let gzip = if has_gzip { self.gzip } else { 0.0 };
-        if br > 0.0 && br >= gzip {
-            Coding::Br
-        } else if gzip > 0.0 {
-            Coding::Gzip
-        } else {
-            Coding::Identity
-        }
-    }
+    star.unwrap_or(false)
 }
 
 /// `Cache-Control` for data that changes only on the refresh schedule.
@@ -141,32 +94,25 @@ mod tests {
 
     #[test]
     fn negotiation() {
-        use Coding::{Br, Gzip, Identity};
-        for (header, both, gzip_only) in [
-            ("gzip", Gzip, Gzip),
-            ("gzip, deflate, br", Br, Gzip),
-            ("br;q=1.0, gzip;q=0.8", Br, Gzip),
-            ("br;q=0.5, gzip", Gzip, Gzip),
-            ("br", Br, Identity),
-            ("GZIP", Gzip, Gzip),
-            ("x-gzip", Gzip, Gzip),
-            ("gzip;q=0", Identity, Identity),
-            ("gzip;q=0.000, br;q=0", Identity, Identity),
-            ("identity", Identity, Identity),
-            ("", Identity, Identity),
-            ("*", Br, Gzip),
-            ("*;q=0", Identity, Identity),
-            ("gzip;q=0, *", Br, Identity),
-            ("*;q=0.5, gzip;q=0", Br, Identity),
-            ("gzip;q=nonsense", Identity, Identity),
-            ("deflate, gzip ; q=0.5", Gzip, Gzip),
+        for (header, gzip) in [
+            ("gzip", true),
+            ("gzip, deflate, br", true),
+            ("br;q=1.0, gzip;q=0.8", true),
+            ("GZIP", true),
+            ("x-gzip", true),
+            ("gzip;q=0", false),
+            ("gzip;q=0.000", false),
+            ("identity", false),
+            ("", false),
+            ("*", true),
+            ("*;q=0", false),
+            ("gzip;q=0, *", false),
+            ("*;q=0.5, gzip;q=0", false),
+            ("gzip;q=nonsense", false),
+            ("deflate, gzip ; q=0.5", true),
         ] {
-            let a = Accepts::parse([header]);
-            assert_eq!(a.choose(true, true), both, "{header:?}");
-            assert_eq!(a.choose(true, false), gzip_only, "{header:?} without br");
+            assert_eq!(accepts_gzip(header), gzip, "{header:?}");
         }
-        // Several header lines are one list.
-        assert_eq!(Accepts::parse(["deflate", "br"]).choose(true, true), Br);
     }
 
     #[test]
@@ -188,8 +134,7 @@ mod tests {
     proptest! {
         #[test]
         fn any_header_is_answered(h in "\\PC{0,60}") {
-            let a = Accepts::parse([h.as_str()]);
-            prop_assert!((0.0..=1.0).contains(&a.gzip) && (0.0..=1.0).contains(&a.br));
+            let _ = accepts_gzip(&h);
         }
     }
 }

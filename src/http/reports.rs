@@ -1,10 +1,9 @@
 //! Serving the cached reports and the dashboard: filter, pick the encoding, validate, set the caching headers.
 //!
 //! Cost per request: an `Arc` clone of the snapshot, and for the unfiltered bodies a reference-counted copy of
-//! bytes rendered and compressed (gzip, br) once per refresh. A filter copies the selected entries' byte slices
-//! (a binary search per bound or per user id); a filtered body over [`MIN_COMPRESS_BYTES`] is gzipped per
-//! request at the fastest level (br is not offered for it: it costs more per request for a small gain), since
-//! filters are bounded (one entry per day or per named user, at most
+//! bytes rendered and gzipped once per refresh. A filter copies the selected entries' byte slices (a binary
+//! search per bound or per user id); a filtered body over [`MIN_COMPRESS_BYTES`] is gzipped per request at the
+//! fastest level, since filters are bounded (one entry per day or per named user, at most
 //! [`MAX_USER_IDS`](super::query::MAX_USER_IDS) users) and caching every combination would be unbounded.
 
 use bytes::Bytes;
@@ -14,7 +13,7 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
-use super::caching::{Accepts, Coding};
+use super::caching::accepts_gzip;
 use super::query::{self, QueryError};
 use super::routes::{error, AppState};
 use crate::cache::rendered::{gzip, MIN_COMPRESS_BYTES};
@@ -34,7 +33,7 @@ pub enum Report {
 struct Chosen {
     body: Bytes,
     etag: String,
-    coding: Coding,
+    gzipped: bool,
 }
 
 pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
@@ -48,13 +47,13 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return resp;
     };
-    let accepts = Accepts::parse(
-        req.headers()
-            .get_all(header::ACCEPT_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
-    let chosen = match choose(&snap, report, req.uri().query(), accepts) {
+    let gzip_ok = req
+        .headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(accepts_gzip);
+    let chosen = match choose(&snap, report, req.uri().query(), gzip_ok) {
         Ok(c) => c,
         Err(e) => return bad_parameter(&e),
     };
@@ -75,9 +74,9 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
         };
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if let Some(coding) = chosen.coding.header() {
+        if chosen.gzipped {
             r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         r
     };
@@ -119,7 +118,7 @@ fn choose(
     snap: &Snapshot,
     report: Report,
     query: Option<&str>,
-    accepts: Accepts,
+    gzip_ok: bool,
 ) -> Result<Chosen, QueryError> {
     let data = &snap.data;
     let (rendered, picked): (&Rendered, Option<(Vec<usize>, String)>) = match report {
@@ -153,30 +152,21 @@ fn choose(
     };
     match picked {
         // A filter that keeps every entry gives the very same bytes: serve the precomputed representation.
-        Some((indices, filter)) if indices.len() != rendered.len() => Ok(encode_subset(
-            rendered.subset(indices, &filter),
-            accepts.choose(true, false) == Coding::Gzip,
-        )),
-        _ => {
-            let coding = accepts.choose(rendered.gzip.is_some(), rendered.br.is_some());
-            let encoded = match coding {
-                Coding::Gzip => rendered.gzip.as_ref(),
-                Coding::Br => rendered.br.as_ref(),
-                Coding::Identity => None,
-            };
-            Ok(match encoded {
-                Some(e) => Chosen {
-                    body: e.body.clone(),
-                    etag: e.etag.clone(),
-                    coding,
-                },
-                None => Chosen {
-                    body: rendered.body.clone(),
-                    etag: rendered.etag.clone(),
-                    coding: Coding::Identity,
-                },
-            })
+        Some((indices, filter)) if indices.len() != rendered.len() => {
+            Ok(encode_subset(rendered.subset(indices, &filter), gzip_ok))
         }
+        _ => Ok(match (&rendered.gzip, gzip_ok) {
+            (Some(gz), true) => Chosen {
+                body: gz.body.clone(),
+                etag: gz.etag.clone(),
+                gzipped: true,
+            },
+            _ => Chosen {
+                body: rendered.body.clone(),
+                etag: rendered.etag.clone(),
+                gzipped: false,
+            },
+        }),
     }
 }
 
@@ -186,14 +176,14 @@ fn encode_subset(subset: Encoded, gzip_ok: bool) -> Chosen {
             return Chosen {
                 body: Bytes::from(gz),
                 etag: format!("{}-gzip\"", subset.etag.trim_end_matches('"')),
-                coding: Coding::Gzip,
+                gzipped: true,
             };
         }
     }
     Chosen {
         body: subset.body,
         etag: subset.etag,
-        coding: Coding::Identity,
+        gzipped: false,
     }
 }
 
