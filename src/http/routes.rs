@@ -1,5 +1,6 @@
-//! Routing and handlers. Every handler answers from memory: the report endpoints from the cache snapshot, the
-//! probes from the snapshot's age. No request touches the database.
+//! Routing and the small handlers. Every handler answers from memory: the reports and the dashboard page from the
+//! cache snapshot ([`super::reports`]), the probes from the snapshot's age, `/openapi.json` from the binary. No
+//! request touches the database.
 //!
 //! Errors are JSON bodies `{"error":"<code>","message":"<text>"}` with the matching status.
 
