@@ -15,7 +15,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::caching::accepts_gzip;
 use super::query::{self, QueryError};
-use super::routes::{error, AppState};
+use super::routes::{error, json, AppState};
 use crate::cache::rendered::{gzip, MIN_COMPRESS_BYTES};
 use crate::cache::{Encoded, Rendered, Snapshot};
 
@@ -189,19 +189,14 @@ fn encode_subset(subset: Encoded, gzip_ok: bool) -> Chosen {
 
 /// A 400 naming the parameter.
 fn bad_parameter(e: &QueryError) -> Resp {
-    let body = serde_json::json!({
-        "error": "invalid_parameter",
-        "parameter": e.param,
-        "message": e.to_string(),
-    })
-    .to_string();
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = StatusCode::BAD_REQUEST;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({
+            "error": "invalid_parameter",
+            "parameter": e.param,
+            "message": e.to_string(),
+        }),
+    )
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): `W/` prefixes are ignored; `*` matches.

@@ -157,8 +157,15 @@ fn text(status: StatusCode, body: &str) -> Resp {
 
 /// A JSON error body.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Resp {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    json(
+        status,
+        &serde_json::json!({ "error": code, "message": message }),
+    )
+}
+
+/// A JSON response: `value` serialised, with its status and `Content-Type`.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
