@@ -52,6 +52,8 @@ pub struct TempPostgres {
     child: Option<Child>,
     /// Dropping this ends the keeper thread (see [`spawn_tied`]).
     keeper: Option<std::sync::mpsc::Sender<()>>,
+    /// Commits wait for the disk (`fsync`, `synchronous_commit`, `full_page_writes` at their defaults).
+    durable: bool,
 }
 
 /// Finds `initdb` and `postgres`: `$PG_BIN_DIR`, the newest `/usr/lib/postgresql/<major>/bin`, then `PATH`.
@@ -93,8 +95,19 @@ fn server_user() -> Result<Option<nix::unistd::User>, PgTempError> {
 }
 
 impl TempPostgres {
-    /// Creates and starts a cluster; returns once it accepts connections.
+    /// Creates and starts a cluster; returns once it accepts connections. Durability is off (no fsync, no
+    /// waiting for the WAL at commit): test data is thrown away, and tests run several times faster.
     pub fn start() -> Result<Self, PgTempError> {
+        Self::start_with(false)
+    }
+
+    /// Like [`TempPostgres::start`], with durable commits as a production server makes them (benchmarks of
+    /// write latency).
+    pub fn start_durable() -> Result<Self, PgTempError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self, PgTempError> {
         let bin = find_bin_dir().ok_or(PgTempError::NoBinaries)?;
         let user = server_user()?;
         sweep_stale();
@@ -109,6 +122,7 @@ impl TempPostgres {
             user: user.clone(),
             child: None,
             keeper: None,
+            durable,
         };
         std::fs::set_permissions(&me.root, std::fs::Permissions::from_mode(0o755))
             .map_err(io("setting permissions"))?;
@@ -169,14 +183,20 @@ impl TempPostgres {
             .arg(&me.root)
             .arg("-p")
             .arg(PORT.to_string());
-        for setting in [
-            "listen_addresses=",
+        let fast = [
             "fsync=off",
             "synchronous_commit=off",
             "full_page_writes=off",
+        ];
+        let fast: &[&str] = if me.durable { &[] } else { &fast };
+        for setting in [
+            "listen_addresses=",
             "max_connections=200",
             "shared_buffers=128MB",
-        ] {
+        ]
+        .iter()
+        .chain(fast)
+        {
             cmd.arg("-c").arg(setting);
         }
         cmd.stdin(Stdio::null())
