@@ -66,10 +66,13 @@ pub async fn run(log: Logger) -> Result<(), DemoError> {
     let base = format!("http://127.0.0.1:{}", service.addr.port());
     println!("coworking-analytics demo is running (Ctrl-C to stop):");
     for path in [
+        "/",
         "/api/reports/daily_usage",
         "/api/reports/user_visits",
         "/health_check",
         "/readiness_check",
+        "/metrics",
+        "/openapi.json",
     ] {
         println!("  {base}{path}");
     }

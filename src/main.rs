@@ -12,6 +12,22 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Refresh(args) = &cli.command {
+        if let (Some(from), Some(to)) = (args.from, args.to) {
+            if from > to {
+                // A usage error like clap's own: message, usage, exit code 2, before any configuration is read.
+                use clap::CommandFactory;
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "--from {from} is after --to {to}: give the first day, then the last"
+                        ),
+                    )
+                    .exit();
+            }
+        }
+    }
     if let Command::Seed(args) = &cli.command {
         if args.format == SeedFormat::Sql {
             let params = seed_params(args);
@@ -98,12 +114,8 @@ fn run(command: Command, config: &Config, log: &slog::Logger) -> anyhow::Result<
         Command::Refresh(args) => {
             let mode = match (args.full, args.from, args.to) {
                 (true, ..) => Mode::Full,
-                (false, Some(from), Some(to)) if from <= to => Mode::Range { from, to },
-                (false, Some(from), Some(to)) => {
-                    anyhow::bail!(
-                        "--from {from} is after --to {to}: give the first day, then the last"
-                    )
-                }
+                // main() refused a reversed range before reading the configuration.
+                (false, Some(from), Some(to)) => Mode::Range { from, to },
                 _ => Mode::Incremental,
             };
             let mut conn = db::connect(&conn_str)?;

@@ -229,6 +229,24 @@ fn seed_loads_into_the_database_and_the_demo_sql_loads_with_psql_semantics() {
 }
 
 #[test]
+fn refresh_refuses_a_reversed_or_half_range_as_a_usage_error() {
+    // Checked before the configuration is read: no database variable is set.
+    let reversed = run(
+        &["refresh", "--from", "2026-10-07", "--to", "2026-10-01"],
+        &[],
+    );
+    assert_eq!(reversed.status.code(), Some(2));
+    assert!(
+        stderr(&reversed).contains("--from 2026-10-07 is after --to 2026-10-01"),
+        "{}",
+        stderr(&reversed)
+    );
+    let half = run(&["refresh", "--from", "2026-10-07"], &[]);
+    assert_eq!(half.status.code(), Some(2));
+    assert!(stderr(&half).contains("--to"), "{}", stderr(&half));
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for sub in ["serve", "refresh", "migrate", "seed", "demo"] {
         let out = run(&[sub, "--help"], &[]);

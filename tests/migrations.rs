@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::empty_db;
+use common::{empty_db, migrated_db};
 use coworking_analytics::db;
 use coworking_analytics::demo::INIT_TABLES_SQL;
 use diesel::connection::SimpleConnection;
@@ -150,4 +150,55 @@ fn a_partial_base_schema_is_refused() {
         .unwrap();
     let err = db::migrate(&mut conn).unwrap_err().to_string();
     assert!(err.contains("only one of the base tables"), "{err}");
+}
+
+#[test]
+fn src_schema_rs_is_what_diesel_print_schema_generates_from_the_migrations() {
+    // `scripts/test` installs the diesel CLI into target/tools/diesel and points DIESEL_CLI at it.
+    let cli = std::env::var("DIESEL_CLI").unwrap_or_else(|_| "diesel".into());
+    let dbx = migrated_db();
+    let out = std::process::Command::new(&cli)
+        .args(["print-schema", "--database-url", &as_uri(&dbx.url)])
+        .current_dir(env!("CARGO_MANIFEST_DIR")) // diesel.toml: the table filter and derives
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run the diesel CLI `{cli}` ({e}): run scripts/test, or set DIESEL_CLI")
+        });
+    assert!(
+        out.status.success(),
+        "diesel print-schema failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checked_in = include_str!("../src/schema.rs");
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == checked_in,
+        "src/schema.rs is stale; regenerate it with `diesel print-schema > src/schema.rs` on a migrated database"
+    );
+}
+
+/// The diesel CLI takes only `postgres://` URIs; the test cluster's address is a key=value connection string.
+fn as_uri(conninfo: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    if conninfo.starts_with("postgres") {
+        return conninfo.to_owned();
+    }
+    let enc = |v: &str| utf8_percent_encode(v, NON_ALPHANUMERIC).to_string();
+    let (mut userinfo, mut dbname, mut params) = (String::new(), String::new(), Vec::new());
+    let mut password = None;
+    for (key, value) in conninfo
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, v.trim_matches('\'')))
+    {
+        match key {
+            "user" => userinfo = enc(value),
+            "password" => password = Some(enc(value)),
+            "dbname" => dbname = enc(value), // the last one wins, as in libpq
+            _ => params.push(format!("{key}={}", enc(value))),
+        }
+    }
+    if let Some(p) = password {
+        userinfo = format!("{userinfo}:{p}");
+    }
+    format!("postgres://{userinfo}@/{dbname}?{}", params.join("&"))
 }

@@ -49,6 +49,23 @@ ensure_moto() {
   "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 }
 
+# The diesel CLI, for the test that src/schema.rs is what `diesel print-schema` generates from the migrations:
+# built once into target/tools/diesel (a few minutes), against Debian's libpq.
+DIESEL_CLI_VERSION=2.3.14
+ensure_diesel_cli() {
+  local root=target/tools/diesel
+  if command -v dpkg-query >/dev/null; then
+    ensure_debian_packages libpq-dev
+  fi
+  if ! { [ -x "$root/bin/diesel" ] && "$root/bin/diesel" --version | grep -q "Version: $DIESEL_CLI_VERSION\$"; }; then
+    echo "installing diesel_cli $DIESEL_CLI_VERSION into $root" >&2
+    cargo install --quiet --locked --root "$root" --version "$DIESEL_CLI_VERSION" \
+      --no-default-features --features postgres diesel_cli
+  fi
+  DIESEL_CLI="$(pwd)/$root/bin/diesel"
+  export DIESEL_CLI
+}
+
 # The serving checks (scripts/check-serving): Debian's Chromium with a font, and schemathesis plus Playwright's
 # Python driver (it drives /usr/bin/chromium; it downloads no browser) in their own virtualenv under target/tools.
 SCHEMATHESIS_VERSION=4.32.5
