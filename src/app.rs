@@ -118,16 +118,15 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
 /// How often every replica publishes the age of the data it serves.
 const DATA_AGE_EVERY: Duration = Duration::from_secs(60);
 
-/// Creates the metrics, the sink task, and the task publishing this replica's data age every minute (before the
-/// first load: the time since start-up, so a replica that never gets data still looks stale).
-fn start_metrics(
+/// Starts the metrics sink chosen by `METRICS_SINK` (a task on the current runtime) and returns the publisher
+/// that feeds it. The task stops, after one last flush, when `shutdown` turns true. Also used by `refresh`.
+pub fn start_sink(
     config: &Config,
-    cache: &Arc<ReportCache>,
     shutdown: &watch::Receiver<bool>,
     log: &Logger,
-) -> (Arc<Metrics>, JoinHandle<()>) {
+) -> (Publisher, JoinHandle<()>) {
     let m = &config.metrics;
-    let (publisher, sink) = match m.sink {
+    match m.sink {
         SinkKind::None => (Publisher::disabled(), tokio::spawn(async {})),
         kind => {
             let (publisher, rx) = Publisher::channel();
@@ -151,7 +150,18 @@ fn start_metrics(
                 )),
             )
         }
-    };
+    }
+}
+
+/// Creates the metrics, the sink task, and the task publishing this replica's data age every minute (before the
+/// first load: the time since start-up, so a replica that never gets data still looks stale).
+fn start_metrics(
+    config: &Config,
+    cache: &Arc<ReportCache>,
+    shutdown: &watch::Receiver<bool>,
+    log: &Logger,
+) -> (Arc<Metrics>, JoinHandle<()>) {
+    let (publisher, sink) = start_sink(config, shutdown, log);
     let metrics = Arc::new(Metrics::new(publisher));
     let (cache, metrics2, mut shutdown) =
         (Arc::clone(cache), Arc::clone(&metrics), shutdown.clone());

@@ -4,6 +4,7 @@
 use clap::Parser;
 use coworking_analytics::cli::{Cli, Command, SeedFormat};
 use coworking_analytics::config::{Config, ConfigError};
+use coworking_analytics::metrics::Metrics;
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use coworking_analytics::seed::SeedParams;
 use coworking_analytics::{app, db, demo, logging, seed};
@@ -85,6 +86,9 @@ fn seed_params(args: &coworking_analytics::cli::SeedArgs) -> SeedParams {
     }
 }
 
+/// How long `refresh` waits for its metrics to be delivered before it exits anyway.
+const METRICS_EXIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -124,13 +128,40 @@ fn run(command: Command, config: &Config, log: &slog::Logger) -> anyhow::Result<
                 print!("{}", refresh::dry_run(&mut conn, mode)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            match refresh::run(&mut conn, mode, &app::host_name())? {
-                Outcome::Completed(r) => info!(log, "refresh succeeded";
-                    "run_id" => r.run_id, "mode" => r.mode.as_str(), "days" => r.counts.days,
-                    "users" => r.counts.users, "rows_read" => r.counts.rows_read,
-                    "duration_ms" => r.duration.as_millis() as u64),
-                Outcome::Skipped => info!(log, "refresh skipped: another writer holds the lock"),
+            // The CronJob's runs publish the same per-refresh metrics as the worker's, through the same sink;
+            // the sink gets a bounded time to deliver before the process exits.
+            let rt = runtime()?;
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let (publisher, sink) = rt.block_on(async { app::start_sink(config, &stop_rx, log) });
+            let metrics = Metrics::new(publisher);
+            let outcome = refresh::run(&mut conn, mode, &app::host_name());
+            match &outcome {
+                Ok(Outcome::Completed(r)) => {
+                    metrics.record_refresh_success(
+                        r.duration,
+                        r.counts.rows_read,
+                        r.counts.days,
+                        r.counts.users,
+                    );
+                    info!(log, "refresh succeeded";
+                        "run_id" => r.run_id, "mode" => r.mode.as_str(), "days" => r.counts.days,
+                        "users" => r.counts.users, "rows_read" => r.counts.rows_read,
+                        "duration_ms" => r.duration.as_millis() as u64)
+                }
+                Ok(Outcome::Skipped) => {
+                    metrics.record_refresh_skipped();
+                    info!(log, "refresh skipped: another writer holds the lock")
+                }
+                Err(_) => metrics.record_refresh_failure(),
             }
+            let _ = stop.send(true);
+            let delivered =
+                rt.block_on(async { tokio::time::timeout(METRICS_EXIT_DEADLINE, sink).await });
+            if delivered.is_err() || metrics.dropped() > 0 {
+                slog::warn!(log, "metrics not delivered before exit";
+                    "dropped_total" => metrics.dropped(), "deadline_ms" => METRICS_EXIT_DEADLINE.as_millis() as u64);
+            }
+            outcome?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Seed(args) => {

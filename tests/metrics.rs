@@ -109,50 +109,17 @@ async fn a_refresh_publishes_its_metrics_to_cloudwatch() {
             "{expected} missing from {names:?}"
         );
     }
-    let stat = |name: &'static str| {
-        let cw = cw.clone();
-        let env_name = env_name.clone();
-        async move {
-            let now = std::time::SystemTime::now();
-            let out = cw
-                .get_metric_statistics()
-                .namespace("CoworkingAnalytics")
-                .metric_name(name)
-                .dimensions(
-                    aws_sdk_cloudwatch::types::Dimension::builder()
-                        .name("Environment")
-                        .value(env_name)
-                        .build(),
-                )
-                .start_time((now - Duration::from_secs(600)).into())
-                .end_time((now + Duration::from_secs(60)).into())
-                .period(60)
-                .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
-                .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
-                .send()
-                .await
-                .unwrap();
-            let points = out.datapoints().to_vec();
-            (
-                points.iter().filter_map(|p| p.sum()).sum::<f64>(),
-                points
-                    .iter()
-                    .filter_map(|p| p.maximum())
-                    .fold(0.0, f64::max),
-            )
-        }
-    };
     assert_eq!(
-        stat("RefreshFailures").await.0,
+        stat(&cw, &env_name, "RefreshFailures").await.0,
         0.0,
         "a successful refresh publishes 0 failures"
     );
     assert_eq!(
-        stat("RefreshRowsRead").await.1,
+        stat(&cw, &env_name, "RefreshRowsRead").await.1,
         2.0,
         "the first (full) refresh read both tokens"
     );
-    assert_eq!(stat("CheckinsLatestDay").await.1, 1.0);
+    assert_eq!(stat(&cw, &env_name, "CheckinsLatestDay").await.1, 1.0);
     let metrics = get(port, "/metrics");
     assert_eq!(
         sample(&metrics, "coworking_metrics_dropped_total"),
@@ -208,4 +175,56 @@ fn an_unreachable_cloudwatch_drops_datums_but_delays_nothing() {
         accepted.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "the silent server was really called"
     );
+}
+
+#[tokio::test]
+async fn the_refresh_command_publishes_its_run_and_exits_on_time_without_cloudwatch() {
+    let db = migrated_db();
+    {
+        let mut conn = db.conn();
+        common::add_one_checkin(&mut conn);
+        common::add_token(&mut conn, 1, "2023-02-02 10:00:00", None);
+    }
+    let env_name = format!("cron-{}", db.name);
+    let refresh = |endpoint: &str| {
+        std::process::Command::new(BIN)
+            .arg("refresh")
+            .env_clear()
+            .env("DATABASE_URL", &db.url)
+            .env("METRICS_SINK", "cloudwatch")
+            .env("METRICS_ENVIRONMENT", &env_name)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    };
+    // A CronJob run: the same per-refresh metrics as the worker's, delivered before the process exits.
+    let out = refresh(moto());
+    assert!(out.status.success(), "{out:?}");
+    let cw = client(moto());
+    assert_eq!(stat(&cw, &env_name, "RefreshFailures").await.0, 0.0);
+    assert_eq!(stat(&cw, &env_name, "RefreshLockSkipped").await.0, 0.0);
+    assert_eq!(
+        stat(&cw, &env_name, "RefreshRowsRead").await.1,
+        2.0,
+        "the first (full) refresh read both tokens"
+    );
+    assert_eq!(stat(&cw, &env_name, "RefreshDaysRecomputed").await.1, 1.0);
+    assert_eq!(stat(&cw, &env_name, "RefreshUsersRecomputed").await.1, 1.0);
+    assert!(stat(&cw, &env_name, "RefreshDuration").await.1 > 0.0);
+
+    // CloudWatch unreachable: the refresh still succeeds, exits 0, and says what it could not deliver.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = refresh(&format!("http://127.0.0.1:{closed}"));
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("\"refresh succeeded\""), "{log}");
+    assert!(log.contains("metrics not delivered before exit"), "{log}");
 }

@@ -141,3 +141,34 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 pub fn stop(served: Served) {
     drop(served);
 }
+
+/// Sum and maximum of one metric of the environment `env` over the last ten minutes, read back with the API.
+pub async fn stat(cw: &aws_sdk_cloudwatch::Client, env: &str, name: &str) -> (f64, f64) {
+    let now = std::time::SystemTime::now();
+    let out = cw
+        .get_metric_statistics()
+        .namespace("CoworkingAnalytics")
+        .metric_name(name)
+        .dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name("Environment")
+                .value(env)
+                .build(),
+        )
+        .start_time((now - Duration::from_secs(600)).into())
+        .end_time((now + Duration::from_secs(60)).into())
+        .period(60)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
+        .send()
+        .await
+        .unwrap();
+    let points = out.datapoints().to_vec();
+    (
+        points.iter().filter_map(|p| p.sum()).sum::<f64>(),
+        points
+            .iter()
+            .filter_map(|p| p.maximum())
+            .fold(0.0, f64::max),
+    )
+}
