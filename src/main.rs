@@ -143,6 +143,15 @@ fn run(command: Command, config: &Config, log: &slog::Logger) -> anyhow::Result<
                         r.counts.days,
                         r.counts.users,
                     );
+                    // The dashboard figures too: a CronJob runs at most once a minute, the worker's rate for them.
+                    let figures = db::queries::latest_day_checkins(&mut conn)
+                        .and_then(|latest| Ok((latest, db::queries::active_users(&mut conn)?)));
+                    match figures {
+                        Ok((latest, (d7, d30))) => metrics.record_report_figures(latest, d7, d30),
+                        Err(e) => {
+                            slog::warn!(log, "cannot compute the dashboard figures"; "error" => %e)
+                        }
+                    }
                     info!(log, "refresh succeeded";
                         "run_id" => r.run_id, "mode" => r.mode.as_str(), "days" => r.counts.days,
                         "users" => r.counts.users, "rows_read" => r.counts.rows_read,

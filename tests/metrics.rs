@@ -215,6 +215,7 @@ async fn the_refresh_command_publishes_its_run_and_exits_on_time_without_cloudwa
     assert_eq!(stat(&cw, &env_name, "RefreshDaysRecomputed").await.1, 1.0);
     assert_eq!(stat(&cw, &env_name, "RefreshUsersRecomputed").await.1, 1.0);
     assert!(stat(&cw, &env_name, "RefreshDuration").await.1 > 0.0);
+    assert_eq!(stat(&cw, &env_name, "CheckinsLatestDay").await.1, 1.0);
 
     // CloudWatch unreachable: the refresh still succeeds, exits 0, and says what it could not deliver.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

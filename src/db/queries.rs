@@ -302,6 +302,22 @@ pub fn active_users(conn: &mut PgConnection) -> QueryResult<(i64, i64)> {
     Ok((row.d7, row.d30))
 }
 
+#[derive(QueryableByName)]
+struct Latest {
+    #[diesel(sql_type = BigInt)]
+    checkins: i64,
+}
+
+/// Check-ins on the latest day the daily-usage rollup holds (0 when it is empty): the `CheckinsLatestDay` figure
+/// of a process that has no report cache (`refresh`).
+pub fn latest_day_checkins(conn: &mut PgConnection) -> QueryResult<i64> {
+    let row: Latest = diesel::sql_query(
+        "SELECT coalesce((SELECT checkins FROM daily_usage_rollup ORDER BY day DESC LIMIT 1), 0)::int8 AS checkins",
+    )
+    .get_result(conn)?;
+    Ok(row.checkins)
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Loading data (seed, demo).
 
