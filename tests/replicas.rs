@@ -269,8 +269,11 @@ fn refresh_flags_full_range_and_dry_run() {
         String::from_utf8_lossy(&refresh_cmd(&db.url, &["--full"]).stdout)
             .contains("\"mode\":\"full\"")
     );
+    // Usage errors (exit 2), refused before any database work: see also tests/cli.rs.
+    let before = success_runs(&mut conn);
     let out = refresh_cmd(&db.url, &["--from", "2023-02-02", "--to", "2023-02-01"]);
-    assert_eq!(out.status.code(), Some(1), "a reversed range is refused");
+    assert_eq!(out.status.code(), Some(2), "a reversed range is refused");
     let out = refresh_cmd(&db.url, &["--from", "2023-02-02"]);
     assert_eq!(out.status.code(), Some(2), "--from needs --to");
+    assert_eq!(success_runs(&mut conn), before, "nothing ran");
 }
