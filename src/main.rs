@@ -115,64 +115,7 @@ fn run(command: Command, config: &Config, log: &slog::Logger) -> anyhow::Result<
             info!(log, "migrations applied"; "applied" => applied.join(","));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Refresh(args) => {
-            let mode = match (args.full, args.from, args.to) {
-                (true, ..) => Mode::Full,
-                // main() refused a reversed range before reading the configuration.
-                (false, Some(from), Some(to)) => Mode::Range { from, to },
-                _ => Mode::Incremental,
-            };
-            let mut conn = db::connect(&conn_str)?;
-            db::prepare_schema(&mut conn, config.migrate)?;
-            if args.dry_run {
-                print!("{}", refresh::dry_run(&mut conn, mode)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            // The CronJob's runs publish the same per-refresh metrics as the worker's, through the same sink;
-            // the sink gets a bounded time to deliver before the process exits.
-            let rt = runtime()?;
-            let (stop, stop_rx) = tokio::sync::watch::channel(false);
-            let (publisher, sink) = rt.block_on(async { app::start_sink(config, &stop_rx, log) });
-            let metrics = Metrics::new(publisher);
-            let outcome = refresh::run(&mut conn, mode, &app::host_name());
-            match &outcome {
-                Ok(Outcome::Completed(r)) => {
-                    metrics.record_refresh_success(
-                        r.duration,
-                        r.counts.rows_read,
-                        r.counts.days,
-                        r.counts.users,
-                    );
-                    // The dashboard figures too: a CronJob runs at most once a minute, the worker's rate for them.
-                    let figures = db::queries::latest_day_checkins(&mut conn)
-                        .and_then(|latest| Ok((latest, db::queries::active_users(&mut conn)?)));
-                    match figures {
-                        Ok((latest, (d7, d30))) => metrics.record_report_figures(latest, d7, d30),
-                        Err(e) => {
-                            slog::warn!(log, "cannot compute the dashboard figures"; "error" => %e)
-                        }
-                    }
-                    info!(log, "refresh succeeded";
-                        "run_id" => r.run_id, "mode" => r.mode.as_str(), "days" => r.counts.days,
-                        "users" => r.counts.users, "rows_read" => r.counts.rows_read,
-                        "duration_ms" => r.duration.as_millis() as u64)
-                }
-                Ok(Outcome::Skipped) => {
-                    metrics.record_refresh_skipped();
-                    info!(log, "refresh skipped: another writer holds the lock")
-                }
-                Err(_) => metrics.record_refresh_failure(),
-            }
-            let _ = stop.send(true);
-            let delivered =
-                rt.block_on(async { tokio::time::timeout(METRICS_EXIT_DEADLINE, sink).await });
-            if delivered.is_err() || metrics.dropped() > 0 {
-                slog::warn!(log, "metrics not delivered before exit";
-                    "dropped_total" => metrics.dropped(), "deadline_ms" => METRICS_EXIT_DEADLINE.as_millis() as u64);
-            }
-            outcome?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Refresh(args) => refresh_once(&args, config, log),
         Command::Seed(args) => {
             let mut conn = db::connect(&conn_str)?;
             db::migrate(&mut conn)?;
@@ -181,4 +124,66 @@ fn run(command: Command, config: &Config, log: &slog::Logger) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `refresh`: one run (or, with `--dry-run`, what it would do), for a Kubernetes CronJob. The run's metrics go
+/// through the same sink as the worker's, which gets a bounded time to deliver them before the process exits.
+fn refresh_once(
+    args: &coworking_analytics::cli::RefreshArgs,
+    config: &Config,
+    log: &slog::Logger,
+) -> anyhow::Result<ExitCode> {
+    let mode = match (args.full, args.from, args.to) {
+        (true, ..) => Mode::Full,
+        // main() refused a reversed range before reading the configuration.
+        (false, Some(from), Some(to)) => Mode::Range { from, to },
+        _ => Mode::Incremental,
+    };
+    let mut conn = db::connect(&config.database.connection_string())?;
+    db::prepare_schema(&mut conn, config.migrate)?;
+    if args.dry_run {
+        print!("{}", refresh::dry_run(&mut conn, mode)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = runtime()?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (publisher, sink) = rt.block_on(async { app::start_sink(config, &stop_rx, log) });
+    let metrics = Metrics::new(publisher);
+    let outcome = refresh::run(&mut conn, mode, &app::host_name());
+    match &outcome {
+        Ok(Outcome::Completed(r)) => {
+            metrics.record_refresh_success(
+                r.duration,
+                r.counts.rows_read,
+                r.counts.days,
+                r.counts.users,
+            );
+            // The dashboard figures too: a CronJob runs at most once a minute, the worker's rate for them.
+            let figures = db::queries::latest_day_checkins(&mut conn)
+                .and_then(|latest| Ok((latest, db::queries::active_users(&mut conn)?)));
+            match figures {
+                Ok((latest, (d7, d30))) => metrics.record_report_figures(latest, d7, d30),
+                Err(e) => {
+                    slog::warn!(log, "cannot compute the dashboard figures"; "error" => %e)
+                }
+            }
+            info!(log, "refresh succeeded";
+                "run_id" => r.run_id, "mode" => r.mode.as_str(), "days" => r.counts.days,
+                "users" => r.counts.users, "rows_read" => r.counts.rows_read,
+                "duration_ms" => r.duration.as_millis() as u64)
+        }
+        Ok(Outcome::Skipped) => {
+            metrics.record_refresh_skipped();
+            info!(log, "refresh skipped: another writer holds the lock")
+        }
+        Err(_) => metrics.record_refresh_failure(),
+    }
+    let _ = stop.send(true);
+    let delivered = rt.block_on(async { tokio::time::timeout(METRICS_EXIT_DEADLINE, sink).await });
+    if delivered.is_err() || metrics.dropped() > 0 {
+        slog::warn!(log, "metrics not delivered before exit";
+            "dropped_total" => metrics.dropped(), "deadline_ms" => METRICS_EXIT_DEADLINE.as_millis() as u64);
+    }
+    outcome?;
+    Ok(ExitCode::SUCCESS)
 }
