@@ -138,6 +138,18 @@ async fn without_a_database_health_is_ok_and_reports_are_not_ready() {
     assert_eq!(r.status, 503);
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(body["error"], "not_ready");
+    // The dashboard answers a browser with a page that reloads itself, not with JSON.
+    let r = request(app.addr, "GET", "/", &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(r.header("content-security-policy").is_some());
+    assert!(
+        r.text()
+            .contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        "{}",
+        r.text()
+    );
     assert!(
         app.shutdown(Duration::from_secs(10)).await,
         "shutdown within its deadline"

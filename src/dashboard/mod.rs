@@ -188,8 +188,9 @@ pub fn render(f: &Figures, computed_at: DateTime<Utc>, run_id: i64) -> Vec<u8> {
 pub fn not_ready_page() -> &'static str {
     "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
      <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><link rel=\"icon\" href=\"data:,\">\
+     <meta http-equiv=\"refresh\" content=\"5\">\
      <title>Coworking usage</title></head><body><h1>Coworking usage</h1>\
-     <p>The reports have not been computed yet; reload in a few seconds.</p></body></html>\n"
+     <p>The reports have not been computed yet; this page reloads itself in a few seconds.</p></body></html>\n"
 }
 
 #[cfg(test)]

@@ -38,11 +38,25 @@ struct Chosen {
 
 pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
     let Some(snap) = state.cache.current() else {
-        let mut resp = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the reports have not been computed yet; retry shortly",
-        );
+        // Before the first load: a JSON error for the reports, a page that reloads itself for a browser.
+        let mut resp = if report == Report::Dashboard {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                crate::dashboard::not_ready_page().as_bytes(),
+            )));
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            page_headers(r.headers_mut());
+            r
+        } else {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the reports have not been computed yet; retry shortly",
+            )
+        };
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return resp;
@@ -100,17 +114,21 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
     );
     headers.insert("x-refresh-run-id", HeaderValue::from(snap.run_id));
     if report == Report::Dashboard {
-        // The page needs nothing from anywhere: say so, so a browser refuses any request it might try.
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
-        );
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
+        page_headers(headers);
     }
     resp
+}
+
+/// The dashboard's pages need nothing from anywhere: say so, so a browser refuses any request it might try.
+fn page_headers(headers: &mut hyper::HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 /// Applies the query's filter and the encoding.
