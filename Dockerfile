@@ -21,7 +21,7 @@ RUN mkdir -p src scripts/bench \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
  && echo 'fn main() {}' > scripts/bench/refresh.rs \
- && cargo build --release --locked --bin coworking-analytics \
+ && cargo build --release --locked --no-default-features --bin coworking-analytics \
  && rm -rf src scripts
 
 COPY src ./src
@@ -30,7 +30,7 @@ COPY db ./db
 COPY scripts/bench/refresh.rs ./scripts/bench/refresh.rs
 # The placeholder build left fresher artefacts for the crate itself; touching the sources forces its rebuild.
 RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked --bin coworking-analytics \
+ && cargo build --release --locked --no-default-features --bin coworking-analytics \
  && cp target/release/coworking-analytics /usr/local/bin/coworking-analytics
 
 # --- runtime stage ---------------------------------------------------------------------------------------------

@@ -14,19 +14,18 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cache::ReportCache;
-use crate::config::Config;
-use crate::db;
+use crate::config::{Config, DatabaseTarget};
+use crate::db::{self, DbError};
 use crate::follower;
 use crate::http::{self, AppState};
 use crate::metrics::{self, sink::SinkSettings, Metrics, Publisher, SinkKind};
-use crate::refresh::Mode;
-use crate::worker::{self, backoff, Refresher, WorkerStats};
+use crate::refresh::{Mode, Runner};
+use crate::worker::{self, backoff, Worker};
 
 /// A running service.
 pub struct Service {
     pub addr: SocketAddr,
     pub cache: Arc<ReportCache>,
-    pub stats: Arc<WorkerStats>,
     pub metrics: Arc<Metrics>,
     shutdown_tx: watch::Sender<bool>,
     http: JoinHandle<()>,
@@ -49,16 +48,17 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Starts the service on `listener` (bind it to port 0 in tests).
-pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Result<Service> {
+/// Starts the service on `listener` (bind it to port 0 in tests), against `database`.
+pub fn start(
+    config: &Config,
+    database: &DatabaseTarget,
+    listener: TcpListener,
+    log: Logger,
+) -> std::io::Result<Service> {
     let addr = listener.local_addr()?;
-    let pool = db::pool(
-        &config.database.connection_string(),
-        config.pool_size,
-        config.statement_timeout,
-    );
+    let conn_str = database.connection_string();
+    let pool = db::pool(&conn_str, config.db_pool_size, config.db_statement_timeout);
     let cache = Arc::new(ReportCache::new());
-    let stats = Arc::new(WorkerStats::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (metrics, sink) = start_metrics(config, &cache, &shutdown_rx, &log);
 
@@ -66,9 +66,7 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
         cache: Arc::clone(&cache),
         metrics: Arc::clone(&metrics),
         readiness_max_age: config.readiness_max_age,
-        cache_policy: http::caching::CachePolicy::new(
-            crate::config::parse_schedule(&config.refresh_schedule).ok(),
-        ),
+        cache_policy: http::caching::CachePolicy::new(Some(config.refresh_schedule.cron().clone())),
     });
     let http = tokio::spawn(http::serve(
         listener,
@@ -79,32 +77,38 @@ pub fn start(config: &Config, listener: TcpListener, log: Logger) -> std::io::Re
         log.new(slog::o!("task" => "http")),
     ));
 
-    let refresher = Refresher {
+    let follower = tokio::spawn(follower::run(
+        conn_str,
+        pool.clone(),
+        Arc::clone(&cache),
+        config.follow_poll_interval,
+        shutdown_rx.clone(),
+        log.new(slog::o!("task" => "follower")),
+    ));
+    let runner = Arc::new(Runner::new(
         pool,
-        cache: Arc::clone(&cache),
-        stats: Arc::clone(&stats),
+        Some(Arc::clone(&cache)),
+        Arc::clone(&metrics),
+        host_name(),
+        log.new(slog::o!("task" => "worker")),
+    ));
+    let worker = Worker {
+        runner,
+        mode: Mode::Incremental,
+        schedule: config.refresh_schedule.clone(),
         metrics: Arc::clone(&metrics),
-        host: host_name(),
-        log: log.new(slog::o!("task" => "worker")),
-        figures_at: Arc::default(),
+        with_scheduler: true,
     };
-    let follower = tokio::task::spawn_blocking({
-        let (conn, pool, cache) = (
-            config.database.connection_string(),
-            refresher.pool.clone(),
-            Arc::clone(&cache),
-        );
-        let (interval, rx) = (config.follow_poll_interval, shutdown_rx.clone());
-        let log = log.new(slog::o!("task" => "follower"));
-        move || follower::run(conn, pool, cache, interval, rx, log)
-    });
-    let schedule = config.refresh_schedule.clone();
-    let background = tokio::spawn(background(refresher, config.migrate, schedule, shutdown_rx));
-    info!(log, "listening"; "addr" => %addr, "database" => config.database.redacted());
+    let background = tokio::spawn(background(
+        worker,
+        Arc::clone(&cache),
+        config.db_migrate,
+        shutdown_rx,
+    ));
+    info!(log, "listening"; "addr" => %addr, "database" => database.redacted());
     Ok(Service {
         addr,
         cache,
-        stats,
         metrics,
         shutdown_tx,
         http,
@@ -126,14 +130,14 @@ pub fn start_sink(
     log: &Logger,
 ) -> (Publisher, JoinHandle<()>) {
     let m = &config.metrics;
-    match m.sink {
+    match m.metrics_sink {
         SinkKind::None => (Publisher::disabled(), tokio::spawn(async {})),
         kind => {
             let (publisher, rx) = Publisher::channel();
             let settings = SinkSettings {
-                namespace: m.namespace.clone(),
-                environment: m.environment.clone(),
-                flush_interval: m.flush_interval,
+                namespace: m.cloudwatch_namespace.clone(),
+                environment: m.metrics_environment.clone(),
+                flush_interval: m.metrics_flush_interval,
                 call_timeout: Duration::from_secs(5),
             };
             let dropped = publisher.dropped_counter();
@@ -182,24 +186,30 @@ fn start_metrics(
     (metrics, sink)
 }
 
-/// Migrate or check the schema (retrying while the database is unreachable or not migrated yet), load what the rollups already hold, then run the worker.
+/// Migrate or check the schema (retrying while the database is unreachable or not migrated yet), load what the
+/// rollups already hold, then run the worker.
 async fn background(
-    refresher: Refresher,
-    policy: crate::db::MigratePolicy,
-    schedule: String,
+    worker: Worker,
+    cache: Arc<ReportCache>,
+    policy: db::MigratePolicy,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let log = refresher.log.clone();
+    let log = worker.runner.log().clone();
+    let pool = worker.runner.pool().clone();
     let mut attempt = 0u32;
     loop {
-        match refresher.prepare_schema(policy).await {
-            Ok(applied) => {
+        let pool = pool.clone();
+        let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<String>, DbError> {
+            db::prepare_schema(&mut *pool.get()?, policy)
+        })
+        .await;
+        match prepared {
+            Ok(Ok(applied)) => {
                 info!(log, "database schema up to date"; "applied" => applied.join(","));
                 break;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 attempt += 1;
-                let delay = backoff(attempt);
                 if attempt == 1 {
                     error!(log, "database schema not ready; retrying"; "error" => %e);
                 } else {
@@ -207,15 +217,23 @@ async fn background(
                 }
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(backoff(attempt)) => {}
                 }
+            }
+            Err(e) => {
+                error!(log, "schema task panicked"; "error" => %e);
+                return;
             }
         }
     }
-    if let Err(e) = refresher.reload().await {
+    let loaded = tokio::task::spawn_blocking(move || -> Result<_, DbError> {
+        Ok(cache.sync_from(&mut *pool.get()?)?)
+    })
+    .await;
+    if let Ok(Err(e)) = loaded {
         warn!(log, "cannot load existing rollups before the first refresh"; "error" => %e);
     }
-    if let Err(e) = worker::run(refresher, Mode::Incremental, schedule, shutdown).await {
+    if let Err(e) = worker::run(worker, shutdown).await {
         error!(log, "worker stopped with an error"; "error" => %e);
     }
 }
@@ -241,14 +259,6 @@ impl Service {
             );
         }
         clean
-    }
-}
-
-impl Drop for Service {
-    /// A service dropped without [`Service::shutdown`] (a failed test, say) still tells its tasks to stop, so the
-    /// runtime is not kept alive by the follower's blocking loop.
-    fn drop(&mut self) {
-        let _ = self.shutdown_tx.send(true);
     }
 }
 

@@ -3,12 +3,14 @@
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::config::Settings;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "coworking-analytics",
     version,
     about = "Precomputed coworking usage reports: a rollup worker and a cached HTTP API in one binary.",
-    long_about = "Precomputed coworking usage reports.\n\nThe database is configured with DATABASE_URL, or with the old service's DB_USERNAME, DB_PASSWORD, DB_HOST, DB_PORT and DB_NAME. See README.md for every variable."
+    long_about = "Precomputed coworking usage reports.\n\nThe database is configured with DATABASE_URL, or with the old service's DB_USERNAME, DB_PASSWORD, DB_HOST, DB_PORT and DB_NAME. Every setting is an environment variable (or the flag of the same name); `serve --help` lists them with their defaults."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -18,18 +20,29 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: migrate, then the refresh worker (on REFRESH_SCHEDULE) and the HTTP server on APP_PORT.
-    Serve,
+    Serve(Settings),
     /// Run one refresh of the rollup tables and exit: 0 on success (or when another writer holds the lock),
     /// 1 on failure. Meant for a Kubernetes CronJob. Incremental by default: applies the changes captured since
     /// the last run (a full rebuild on the first run).
     Refresh(RefreshArgs),
     /// Apply the embedded database migrations and exit.
-    Migrate,
+    Migrate(Settings),
     /// Generate deterministic synthetic members and tokens, into the database (COPY) or as SQL.
     Seed(SeedArgs),
     /// Start a private PostgreSQL with the demo data and run the service on it (port APP_PORT, default 5153).
     /// Needs the PostgreSQL server binaries (Debian: apt-get install postgresql); Ctrl-C stops everything.
-    Demo,
+    #[cfg(feature = "dev-tools")]
+    Demo(DemoArgs),
+    /// Print the environment variables the binary reads, one per line (checked against the manifests).
+    #[command(hide = true)]
+    Variables,
+}
+
+#[cfg(feature = "dev-tools")]
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub config: crate::config::Config,
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +59,8 @@ pub struct RefreshArgs {
     /// Print what would be recomputed and why; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,4 +91,6 @@ pub struct SeedArgs {
     /// Where the data goes.
     #[arg(long, value_enum, default_value_t = SeedFormat::Db)]
     pub format: SeedFormat,
+    #[command(flatten)]
+    pub settings: Settings,
 }

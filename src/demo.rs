@@ -4,9 +4,8 @@
 
 use diesel::connection::SimpleConnection;
 use slog::{info, Logger};
-use std::collections::HashMap;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, DatabaseTarget, Secret};
 use crate::pgtemp::{PgTempError, TempPostgres};
 
 /// The old deployment's schema script.
@@ -22,8 +21,6 @@ pub enum DemoError {
     Db(#[from] crate::db::DbError),
     #[error("loading the demo data failed: {0}")]
     Load(#[from] diesel::result::Error),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error("cannot listen on port {port}: {source}")]
     Bind { port: u16, source: std::io::Error },
 }
@@ -40,7 +37,7 @@ pub fn load_demo_database(pg: &TempPostgres) -> Result<String, DemoError> {
 }
 
 /// Runs the demo until a shutdown signal.
-pub async fn run(log: Logger) -> Result<(), DemoError> {
+pub async fn run(config: &Config, log: Logger) -> Result<(), DemoError> {
     let pg = tokio::task::spawn_blocking(TempPostgres::start)
         .await
         .map_err(|e| PgTempError::Io {
@@ -49,9 +46,7 @@ pub async fn run(log: Logger) -> Result<(), DemoError> {
         })??;
     info!(log, "private PostgreSQL started"; "dir" => %pg.dir().display());
     let url = load_demo_database(&pg)?;
-    let mut env: HashMap<String, String> = std::env::vars().collect();
-    env.insert("DATABASE_URL".into(), url.clone());
-    let config = Config::from_map(&env)?;
+    let database = DatabaseTarget::Url(Secret::new(url.clone()));
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.app_port))
         .await
         .map_err(|source| DemoError::Bind {
@@ -59,9 +54,11 @@ pub async fn run(log: Logger) -> Result<(), DemoError> {
             source,
         })?;
     let service =
-        crate::app::start(&config, listener, log.clone()).map_err(|source| DemoError::Bind {
-            port: config.app_port,
-            source,
+        crate::app::start(config, &database, listener, log.clone()).map_err(|source| {
+            DemoError::Bind {
+                port: config.app_port,
+                source,
+            }
         })?;
     let base = format!("http://127.0.0.1:{}", service.addr.port());
     println!("coworking-analytics demo is running (Ctrl-C to stop):");

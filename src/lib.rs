@@ -6,18 +6,25 @@
 //! atomically, on every replica, kept current by the [`follower`]) -> [`http`].
 //! [`app`] wires them together for `serve`; [`config`] and [`logging`] are read by all of them; [`metrics`]
 //! branch off the worker and the server.
+//!
+//! The `dev-tools` feature (on by default, off in the container image's build) adds what only a developer
+//! needs: [`pgtemp`] (a throw-away PostgreSQL), [`demo`] with its embedded SQL, and the reference queries and
+//! renderers the tests compare against.
 
 pub mod app;
 pub mod cache;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod db;
+#[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod follower;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "dev-tools")]
 pub mod pgtemp;
 pub mod refresh;
 pub mod report;

@@ -15,6 +15,7 @@ use crate::cache::rendered::{Indexer, Rendered};
 use crate::db::queries::{DayRow, UserRow};
 
 /// Renders the daily-usage body; `days` must be sorted by day.
+#[cfg(feature = "dev-tools")]
 pub fn render_daily_usage(days: &[DayRow]) -> Vec<u8> {
     daily_usage_indexed(days).0
 }
@@ -43,6 +44,7 @@ fn daily_usage_indexed(days: &[DayRow]) -> (Vec<u8>, Indexer) {
 }
 
 /// Renders the user-visits body; `users` must be sorted by user id.
+#[cfg(feature = "dev-tools")]
 pub fn render_user_visits(users: &[UserRow]) -> Vec<u8> {
     user_visits_indexed(users).0
 }

@@ -8,22 +8,20 @@
 //!   from the same cron expression: the loop refreshes itself and re-registers the job;
 //! - on shutdown the loop stops taking ticks, but a run in progress commits or rolls back first.
 //!
-//! Diesel is blocking, so each run executes on tokio's blocking pool with a connection from the r2d2 pool.
+//! Each run is one call of the [`Runner`] (which records, logs and publishes its outcome) on tokio's blocking
+//! pool, diesel being blocking.
 
 use chrono::{DateTime, Utc};
-use slog::{debug, error, info, warn, Logger};
-use std::sync::atomic::{AtomicU64, Ordering};
+use slog::{error, info, warn};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use crate::cache::ReportCache;
-use crate::db::{self, DbError, PgPool};
-use crate::follower;
+use crate::config::Schedule;
 use crate::metrics::Metrics;
-use crate::refresh::{self, Mode, Outcome, RefreshError};
+use crate::refresh::{Mode, Runner};
 
 /// First retry delay after a failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
@@ -31,145 +29,20 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Refresh(#[from] RefreshError),
     #[error("scheduler error: {0}")]
     Scheduler(#[from] JobSchedulerError),
-    #[error("refresh task panicked or was cancelled: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
-/// Run counters of this replica (also published as metrics).
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
-    /// Ticks skipped because another replica held the writer lock.
-    pub skipped: AtomicU64,
-    /// Ticks the scheduler did not deliver on time (the watchdog ran the refresh instead).
-    pub missed_ticks: AtomicU64,
-}
-
-/// Everything a refresh needs; cheap to clone into blocking tasks.
-#[derive(Clone)]
-pub struct Refresher {
-    pub pool: PgPool,
-    pub cache: Arc<ReportCache>,
-    pub stats: Arc<WorkerStats>,
-    pub metrics: Arc<Metrics>,
-    pub host: String,
-    pub log: Logger,
-    /// When the dashboard figures were last computed (they cost a query, so at most once a minute).
-    pub figures_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
-}
-
-/// How often the writer computes the dashboard figures.
-const FIGURES_EVERY: Duration = Duration::from_secs(60);
-
-impl Refresher {
-    /// Runs one refresh and, when it committed, loads the new rollups into this replica's cache.
-    pub async fn refresh(&self, mode: Mode) -> Result<Outcome, WorkerError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || -> Result<Outcome, WorkerError> {
-            let mut conn = this.pool.get().map_err(DbError::from)?;
-            let outcome = refresh::run(&mut conn, mode, &this.host)?;
-            if let Outcome::Completed(_) = outcome {
-                follower::sync(&mut conn, &this.cache).map_err(DbError::from)?;
-                this.publish_figures_if_due(&mut conn);
-            }
-            Ok(outcome)
-        })
-        .await?
-    }
-
-    /// Loads whatever the rollup tables hold now into the cache (start-up).
-    pub async fn reload(&self) -> Result<follower::Synced, WorkerError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || -> Result<follower::Synced, WorkerError> {
-            let mut conn = this.pool.get().map_err(DbError::from)?;
-            Ok(follower::sync(&mut conn, &this.cache).map_err(DbError::from)?)
-        })
-        .await?
-    }
-
-    fn publish_figures_if_due(&self, conn: &mut diesel::PgConnection) {
-        let Ok(mut at) = self.figures_at.lock() else {
-            return;
-        };
-        if at.is_some_and(|t| t.elapsed() < FIGURES_EVERY) {
-            return;
-        }
-        *at = Some(std::time::Instant::now());
-        let latest_day = self
-            .cache
-            .current()
-            .and_then(|s| s.data.days.last().map(|d| d.checkins))
-            .unwrap_or(0);
-        match crate::db::queries::active_users(conn) {
-            Ok((d7, d30)) => self.metrics.record_report_figures(latest_day, d7, d30),
-            Err(e) => warn!(self.log, "cannot compute the dashboard figures"; "error" => %e),
-        }
-    }
-
-    /// Applies pending migrations, or checks there are none, with a connection from the pool.
-    pub async fn prepare_schema(
-        &self,
-        policy: db::MigratePolicy,
-    ) -> Result<Vec<String>, WorkerError> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<String>, WorkerError> {
-            let mut conn = pool.get().map_err(DbError::from)?;
-            Ok(db::prepare_schema(&mut conn, policy)?)
-        })
-        .await?
-    }
-
-    /// Runs one refresh, updates the counters and logs the outcome. Returns whether it succeeded (a skip counts
-    /// as success: another replica is doing the work).
-    async fn refresh_logged(&self, mode: Mode, failures: &mut u32) -> bool {
-        let result = self.refresh(mode).await;
-        match result {
-            Ok(Outcome::Completed(report)) => {
-                self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
-                self.metrics.record_refresh_success(
-                    report.duration,
-                    report.counts.rows_read,
-                    report.counts.days,
-                    report.counts.users,
-                );
-                if *failures > 0 {
-                    info!(self.log, "refresh recovered"; "failed_attempts" => *failures);
-                }
-                *failures = 0;
-                info!(self.log, "refresh succeeded";
-                    "run_id" => report.run_id, "mode" => report.mode.as_str(),
-                    "days" => report.counts.days, "users" => report.counts.users,
-                    "rows_read" => report.counts.rows_read, "rows_written" => report.counts.rows_written,
-                    "duration_ms" => report.duration.as_millis() as u64);
-                true
-            }
-            Ok(Outcome::Skipped) => {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                self.metrics.record_refresh_skipped();
-                *failures = 0;
-                info!(self.log, "refresh skipped: another replica holds the writer lock"; "mode" => mode.as_str());
-                true
-            }
-            Err(e) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.metrics.record_refresh_failure();
-                *failures += 1;
-                // Log once per state change: the first failure of a streak as an error, the recovery as info;
-                // the attempts between only at debug level (they are counted in RefreshFailures).
-                if *failures == 1 {
-                    error!(self.log, "refresh failed"; "error" => %e, "mode" => mode.as_str());
-                } else {
-                    debug!(self.log, "refresh still failing"; "error" => %e, "attempt" => *failures);
-                }
-                false
-            }
+/// Runs one refresh on the blocking pool; returns whether it succeeded (a skip counts as success: another
+/// replica is doing the work). The runner has recorded and logged the outcome.
+async fn refresh(runner: &Arc<Runner>, mode: Mode) -> bool {
+    let runner = Arc::clone(runner);
+    let log = runner.log().clone();
+    match tokio::task::spawn_blocking(move || runner.run(mode)).await {
+        Ok(result) => result.is_ok(),
+        Err(e) => {
+            error!(log, "refresh task panicked or was cancelled"; "error" => %e);
+            false
         }
     }
 }
@@ -205,49 +78,45 @@ async fn add_tick_job(
     Ok(sched.add(job).await?)
 }
 
-/// Runs the worker until `shutdown` turns true: a refresh at start-up, then one per tick of `schedule_expr`.
-pub async fn run(
-    refresher: Refresher,
-    mode: Mode,
-    schedule_expr: String,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), WorkerError> {
-    run_with(refresher, mode, schedule_expr, shutdown, true).await
+/// What the worker needs: who runs the refreshes, when, and where missed ticks are counted.
+pub struct Worker {
+    pub runner: Arc<Runner>,
+    pub mode: Mode,
+    pub schedule: Schedule,
+    pub metrics: Arc<Metrics>,
+    /// Whether the cron scheduler ticks. Without it only the watchdog keeps the schedule, which is what the
+    /// worker falls back to when the scheduler stops ticking (the tests use this to prove that fallback works).
+    pub with_scheduler: bool,
 }
 
-/// [`run`], optionally without the cron scheduler: then only the watchdog keeps the schedule, which is what the
-/// worker falls back to when the scheduler stops ticking (the tests use this to prove that fallback works).
-pub async fn run_with(
-    refresher: Refresher,
-    mode: Mode,
-    schedule_expr: String,
-    mut shutdown: watch::Receiver<bool>,
-    with_scheduler: bool,
-) -> Result<(), WorkerError> {
-    let log = refresher.log.clone();
-    let schedule = crate::config::parse_schedule(&schedule_expr)
-        .map_err(|_| WorkerError::Scheduler(JobSchedulerError::ParseSchedule))?;
+/// Runs the worker until `shutdown` turns true: a refresh at start-up, then one per tick of the schedule.
+pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+    let Worker {
+        runner,
+        mode,
+        schedule,
+        metrics,
+        with_scheduler,
+    } = worker;
+    let log = runner.log().clone();
     let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
     let mut sched = None;
     let mut job_id = None;
     if with_scheduler {
         let s = JobScheduler::new().await?;
-        job_id = Some(add_tick_job(&s, &schedule_expr, &tick_tx).await?);
+        job_id = Some(add_tick_job(&s, schedule.expr(), &tick_tx).await?);
         s.start().await?;
         sched = Some(s);
     }
-    info!(log, "worker started"; "schedule" => &schedule_expr, "mode" => mode.as_str());
+    info!(log, "worker started"; "schedule" => schedule.expr(), "mode" => mode.as_str());
 
-    let mut failures = 0u32;
-    let mut retry_at: Option<Instant> = None;
-    if !refresher.refresh_logged(mode, &mut failures).await {
-        retry_at = Some(Instant::now() + backoff(failures));
-    }
+    let retry_after = |ok: bool| (!ok).then(|| Instant::now() + backoff(runner.failures()));
+    let mut retry_at = retry_after(refresh(&runner, mode).await);
     let mut last_tick = Utc::now();
     loop {
         // The scheduler should tick by the next fire time; allow it a grace period before calling it missed.
         let expected =
-            next_fire(&schedule, last_tick).unwrap_or(last_tick + chrono::Duration::hours(1));
+            next_fire(schedule.cron(), last_tick).unwrap_or(last_tick + chrono::Duration::hours(1));
         let watchdog = instant_at(expected) + Duration::from_secs(2);
         let retry = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         tokio::select! {
@@ -258,13 +127,13 @@ pub async fn run_with(
             }
             _ = tokio::time::sleep_until(retry), if retry_at.is_some() => {}
             _ = tokio::time::sleep_until(watchdog) => {
-                refresher.stats.missed_ticks.fetch_add(1, Ordering::Relaxed);
+                metrics.record_missed_tick();
                 warn!(log, "scheduler tick did not arrive; refreshing anyway and re-registering the job";
                     "expected_at" => expected.to_rfc3339());
                 last_tick = Utc::now();
                 if let (Some(s), Some(id)) = (&sched, job_id) {
                     if s.remove(&id).await.is_ok() {
-                        match add_tick_job(s, &schedule_expr, &tick_tx).await {
+                        match add_tick_job(s, schedule.expr(), &tick_tx).await {
                             Ok(id) => job_id = Some(id),
                             Err(e) => error!(log, "cannot re-register the refresh job"; "error" => %e),
                         }
@@ -272,11 +141,7 @@ pub async fn run_with(
                 }
             }
         }
-        retry_at = if refresher.refresh_logged(mode, &mut failures).await {
-            None
-        } else {
-            Some(Instant::now() + backoff(failures))
-        };
+        retry_at = retry_after(refresh(&runner, mode).await);
     }
     info!(log, "worker stopping");
     if let Some(mut s) = sched {

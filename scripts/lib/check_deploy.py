@@ -9,9 +9,11 @@ Usage: check_deploy.py ROOT            check the repository at ROOT
        check_deploy.py --self-test ROOT  break copies of ROOT's files on purpose; every break must be caught
 """
 import copy
+import functools
 import pathlib
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -21,13 +23,19 @@ IMAGE = "767398149973.dkr.ecr.us-east-1.amazonaws.com/coworking-analytics"
 SEMVER = r"[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?"
 
 
+@functools.cache
 def binary_variables(root):
-    """The VARIABLES list of src/config/mod.rs: what the binary reads."""
-    src = (root / "src/config/mod.rs").read_text()
-    block = re.search(r"pub const VARIABLES: &\[&str\] = &\[(.*?)\];", src, re.S)
-    if not block:
-        raise SystemExit("src/config/mod.rs: VARIABLES not found")
-    return set(re.findall(r'"([A-Z0-9_]+)"', block.group(1)))
+    """What the binary reads: `coworking-analytics variables`, generated from its clap declarations (run in the
+    project, also when checking a mutated copy of its deployment files)."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        ["cargo", "run", "--quiet", "--locked", "--bin", "coworking-analytics", "--", "variables"],
+        cwd=root, check=True, capture_output=True, text=True,
+    ).stdout
+    names = set(out.split())
+    if not names or not all(re.fullmatch(r"[A-Z0-9_]+", n) for n in names):
+        raise SystemExit(f"coworking-analytics variables printed {out!r}")
+    return names
 
 
 def required_variables(root):
@@ -115,7 +123,7 @@ def check(root):
                         if s is None or ref["key"] not in keys:
                             errors.append(f"{where}: secret key {ref['name']}/{ref['key']} is not in secret.yaml")
                 for key in sorted(given - variables):
-                    errors.append(f"{where}: variable {key} is not read by the binary (src/config/mod.rs VARIABLES)")
+                    errors.append(f"{where}: variable {key} is not read by the binary (coworking-analytics variables)")
                 if "DATABASE_URL" not in given:
                     for key in sorted(required_variables(root) - given):
                         errors.append(f"{where}: required variable {key} is not provided")

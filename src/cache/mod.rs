@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use crate::dashboard::{self, Figures};
-use crate::db::queries::{DayRow, Rollups, RunStamp, UserRow};
+use crate::db::queries::{self, DayRow, Rollups, RunStamp, UserRow};
 use crate::report;
+use diesel::pg::PgConnection;
 pub use rendered::{Encoded, Rendered};
 
 /// The rendered reports of one rollup state (shared by every snapshot of the same data version).
@@ -71,6 +72,17 @@ impl Snapshot {
     }
 }
 
+/// What a [`ReportCache::sync_from`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// The cache already held the newest run (or there is none yet).
+    UpToDate,
+    /// Same data, newer run: only the timestamps moved.
+    Touched,
+    /// The rollups were read and rendered again.
+    Reloaded,
+}
+
 /// Shared by the HTTP handlers (readers) and the loaders (writers).
 #[derive(Debug, Default)]
 pub struct ReportCache {
@@ -92,9 +104,27 @@ impl ReportCache {
         self.current.load().as_ref().map_or(0, |s| s.run_id)
     }
 
-    /// The data version being served (`None` before the first load).
-    pub fn data_version(&self) -> Option<i64> {
-        self.current.load().as_ref().map(|s| s.data.data_version)
+    /// Brings the cache up to the newest successful run in the database: the writer after its own run, every
+    /// other replica's follower after a notification or a poll. Reads one index entry when nothing is new; the
+    /// rollups only when the data version changed.
+    pub fn sync_from(&self, conn: &mut PgConnection) -> diesel::QueryResult<Synced> {
+        let Some(run) = queries::latest_success(conn)? else {
+            return Ok(Synced::UpToDate);
+        };
+        if run.id <= self.run_id() {
+            return Ok(Synced::UpToDate);
+        }
+        if self.touch(run) {
+            return Ok(Synced::Touched);
+        }
+        match queries::load_rollups(conn)? {
+            Some(rollups) => Ok(if self.store(rollups) {
+                Synced::Reloaded
+            } else {
+                Synced::UpToDate
+            }),
+            None => Ok(Synced::UpToDate),
+        }
     }
 
     /// Renders `rollups` and swaps them in. Returns whether it stored.

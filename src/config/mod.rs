@@ -1,46 +1,24 @@
-//! Typed configuration read from the environment.
+//! Typed configuration, declared once with clap: every setting is a field below with its environment variable
+//! (the field's name in capitals), its flag (`--the-field-name`), its default, its range and its value parser
+//! ([`values`]). `serve --help` lists them all; `coworking-analytics variables` prints the variable names
+//! (what `scripts/lib/check_deploy.py` checks the manifests against).
 //!
-//! Every variable is parsed once at start-up; a missing or malformed value becomes a [`ConfigError`] naming the
-//! variable, which the binary turns into one line on stderr and exit code 2. The database password is held in a
-//! [`Secret`] whose `Debug`/`Display` never show it, and [`redact`] strips passwords from connection strings
-//! before they reach a log line or an error message.
+//! A missing or malformed value becomes a [`ConfigError`] naming the variable, which the binary prints as one
+//! line on stderr and exits with code 2 ([`from_clap_error`]). An empty variable counts as unset, but for
+//! `DB_PASSWORD` ([`drop_empty_variables`]). The database password is held in a [`Secret`], whose `Debug`
+//! never shows it, and its variable's value is never shown in `--help`; [`redact`] strips passwords from
+//! connection strings before they reach a log line or an error message.
 
 mod conninfo;
+pub mod values;
 
+use clap::{Args, CommandFactory, Parser};
 use conninfo::conninfo_quote;
 pub use conninfo::{redact, with_dbname};
-use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
+pub use values::{Schedule, Secret};
 
-/// The variables the binary reads. The Kubernetes manifests are checked against this list.
-pub const VARIABLES: &[&str] = &[
-    "DATABASE_URL",
-    "DB_USERNAME",
-    "DB_PASSWORD",
-    "DB_HOST",
-    "DB_PORT",
-    "DB_NAME",
-    "DB_POOL_SIZE",
-    "DB_STATEMENT_TIMEOUT",
-    "DB_MIGRATE",
-    "APP_PORT",
-    "HTTP_HEADER_TIMEOUT",
-    "HTTP_IDLE_TIMEOUT",
-    "HTTP_MAX_CONNECTIONS",
-    "HTTP_MAX_HEADER_BYTES",
-    "REFRESH_SCHEDULE",
-    "READINESS_MAX_AGE",
-    "LOG_LEVEL",
-    "SHUTDOWN_TIMEOUT",
-    "FOLLOW_POLL_INTERVAL",
-    "METRICS_SINK",
-    "CLOUDWATCH_NAMESPACE",
-    "METRICS_ENVIRONMENT",
-    "METRICS_FLUSH_INTERVAL",
-];
-
-/// Default refresh schedule: every 30 seconds (cron with a leading seconds field, UTC).
+/// The default refresh schedule: every 30 seconds (cron with a leading seconds field, UTC).
 pub const DEFAULT_SCHEDULE: &str = "*/30 * * * * *";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,38 +29,74 @@ pub enum ConfigError {
         hint: &'static str,
     },
     #[error("{var} is malformed: {reason}")]
-    Invalid { var: &'static str, reason: String },
+    Invalid { var: String, reason: String },
 }
 
 impl ConfigError {
     /// The variable the error is about.
-    pub fn variable(&self) -> &'static str {
+    pub fn variable(&self) -> &str {
         match self {
-            ConfigError::Missing { var, .. } | ConfigError::Invalid { var, .. } => var,
+            ConfigError::Missing { var, .. } => var,
+            ConfigError::Invalid { var, .. } => var,
         }
     }
 }
 
-/// A value that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// Where the database is: `DATABASE_URL`, or the old service's `DB_*` parts.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Database")]
+pub struct Database {
+    /// A libpq URI (postgres://...) or keyword/value string (host=... dbname=...); replaces the DB_* parts.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Role name (required unless DATABASE_URL is set).
+    #[arg(long, env = "DB_USERNAME")]
+    pub db_username: Option<String>,
+    /// Password (required unless DATABASE_URL is set; may be empty).
+    #[arg(long, env = "DB_PASSWORD", hide_env_values = true)]
+    pub db_password: Option<Secret>,
+    #[arg(long, env = "DB_HOST", default_value = "127.0.0.1")]
+    pub db_host: String,
+    #[arg(long, env = "DB_PORT", default_value = "5432", value_parser = values::port)]
+    pub db_port: u16,
+    #[arg(long, env = "DB_NAME", default_value = "postgres")]
+    pub db_name: String,
+}
 
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+impl Database {
+    /// A database given by a connection string.
+    pub fn url(url: impl Into<String>) -> Self {
+        Database {
+            database_url: Some(Secret::new(url)),
+            ..Database::default()
+        }
     }
-    pub fn expose(&self) -> &str {
-        &self.0
+
+    /// The target these settings name, or which variable is missing.
+    pub fn target(&self) -> Result<DatabaseTarget, ConfigError> {
+        if let Some(url) = &self.database_url {
+            return Ok(DatabaseTarget::Url(url.clone()));
+        }
+        let hint = " (or set DATABASE_URL instead of the DB_* variables)";
+        let username = self.db_username.clone().ok_or(ConfigError::Missing {
+            var: "DB_USERNAME",
+            hint,
+        })?;
+        let password = self.db_password.clone().ok_or(ConfigError::Missing {
+            var: "DB_PASSWORD",
+            hint,
+        })?;
+        Ok(DatabaseTarget::Parts {
+            username,
+            password,
+            host: self.db_host.clone(),
+            port: self.db_port,
+            name: self.db_name.clone(),
+        })
     }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// Where the database is. Either a full connection string or the old service's `DB_*` parts.
+/// Where the database is, resolved: a full connection string or the old service's parts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatabaseTarget {
     /// `DATABASE_URL`: a libpq URI (`postgres://...`) or keyword/value string (`host=... dbname=...`).
@@ -124,237 +138,221 @@ impl DatabaseTarget {
     }
 }
 
-/// The configuration of `serve` and `refresh`.
-#[derive(Clone, Debug)]
+/// Everything but the database: what `serve`, `refresh` and `demo` read.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Service")]
 pub struct Config {
-    pub database: DatabaseTarget,
-    pub pool_size: u32,
-    pub statement_timeout: Duration,
-    /// Whether start-up applies pending migrations or only checks that none are pending (`DB_MIGRATE`).
-    pub migrate: crate::db::MigratePolicy,
+    /// Connections in the pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value = "4", value_parser = values::count_in(1u32, 64))]
+    pub db_pool_size: u32,
+    /// Upper bound on one statement (and on idling in a transaction).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "5m", value_parser = values::duration)]
+    pub db_statement_timeout: Duration,
+    /// At start-up: apply pending migrations, or only check that none are pending (least-privileged role).
+    #[arg(long, env = "DB_MIGRATE", value_enum, default_value = "apply")]
+    pub db_migrate: crate::db::MigratePolicy,
+    /// The HTTP port (all interfaces).
+    #[arg(long, env = "APP_PORT", default_value = "5153", value_parser = values::port)]
     pub app_port: u16,
-    /// Slow/idle/greedy client limits of the HTTP server (`HTTP_*`).
-    pub http: crate::http::Limits,
-    pub refresh_schedule: String,
+    #[command(flatten)]
+    pub http: HttpLimits,
+    /// When the worker refreshes: cron with a leading seconds field, UTC.
+    #[arg(long, env = "REFRESH_SCHEDULE", default_value = DEFAULT_SCHEDULE)]
+    pub refresh_schedule: Schedule,
+    /// /readiness_check fails when the served data is older than this.
+    #[arg(long, env = "READINESS_MAX_AGE", default_value = "1h", value_parser = values::duration)]
     pub readiness_max_age: Duration,
+    /// trace, debug, info, warning, error or critical.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = values::log_level)]
     pub log_level: slog::Level,
     /// Upper bound on a graceful shutdown (keep it below the pod's termination grace period).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = values::duration)]
     pub shutdown_timeout: Duration,
     /// How often a replica checks for a newer refresh when no notification arrives.
+    #[arg(long, env = "FOLLOW_POLL_INTERVAL", default_value = "5s", value_parser = values::duration)]
     pub follow_poll_interval: Duration,
+    #[command(flatten)]
     pub metrics: MetricsConfig,
 }
 
+/// Protection against slow, idle and greedy clients (`HTTP_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+#[command(next_help_heading = "HTTP limits")]
+pub struct HttpLimits {
+    /// A client must send its request head within this.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = values::duration)]
+    pub http_header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = values::duration)]
+    pub http_idle_timeout: Duration,
+    /// Open connections at most; more get a JSON 503.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value = "1024",
+          value_parser = values::count_in(1usize, 65_536))]
+    pub http_max_connections: usize,
+    /// Largest request head; larger ones get a 431.
+    #[arg(long, env = "HTTP_MAX_HEADER_BYTES", default_value = "16384",
+          value_parser = values::count_in(8192usize, 1_048_576))]
+    pub http_max_header_bytes: usize,
+}
+
 /// Where metrics go (`METRICS_*`, `CLOUDWATCH_NAMESPACE`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Metrics")]
 pub struct MetricsConfig {
-    pub sink: crate::metrics::SinkKind,
-    pub namespace: String,
-    pub environment: String,
-    pub flush_interval: Duration,
+    /// cloudwatch (PutMetricData), emf (Embedded Metric Format lines on stdout) or none.
+    #[arg(long, env = "METRICS_SINK", value_enum, default_value = "none")]
+    pub metrics_sink: crate::metrics::SinkKind,
+    #[arg(long, env = "CLOUDWATCH_NAMESPACE", default_value = "CoworkingAnalytics",
+          value_parser = values::cloudwatch_namespace)]
+    pub cloudwatch_namespace: String,
+    /// The Environment dimension of every datum.
+    #[arg(long, env = "METRICS_ENVIRONMENT", default_value = "development",
+          value_parser = values::cloudwatch_name)]
+    pub metrics_environment: String,
+    /// How often buffered datums are sent.
+    #[arg(long, env = "METRICS_FLUSH_INTERVAL", default_value = "10s", value_parser = values::duration)]
+    pub metrics_flush_interval: Duration,
+}
+
+/// The database and the rest: what a command that uses the database reads.
+#[derive(Clone, Debug, Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub database: Database,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// [`Settings`] as a command of their own (tests and [`Config::defaults`]).
+#[derive(Debug, Parser)]
+#[command(name = "coworking-analytics")]
+struct Standalone {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+impl Settings {
+    /// Parses flags (`--db-pool-size 8`, ...), falling back to the process environment and then the defaults.
+    pub fn from_args<I, T>(args: I) -> Result<Settings, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let argv = std::iter::once(std::ffi::OsString::from("coworking-analytics"))
+            .chain(args.into_iter().map(Into::into));
+        Standalone::try_parse_from(argv)
+            .map(|s| s.settings)
+            .map_err(|e| {
+                from_clap_error(&e, &Standalone::command()).unwrap_or(ConfigError::Invalid {
+                    var: "arguments".into(),
+                    reason: e.kind().to_string(),
+                })
+            })
+    }
 }
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_map(&std::env::vars().collect())
+    /// Every setting at its declared default, whatever the process environment says (tests, the benchmarks).
+    pub fn defaults() -> Self {
+        use clap::FromArgMatches;
+        let cmd = Standalone::command().mut_args(|a| a.env(None));
+        let parsed = cmd
+            .try_get_matches_from(["coworking-analytics"])
+            .and_then(|m| Settings::from_arg_matches(&m));
+        // Invariant: every declared default parses (the unit test `the_defaults_parse` checks it).
+        #[expect(clippy::expect_used)]
+        parsed.expect("the declared defaults parse").config
     }
+}
 
-    /// Reads a given set of variables (tests use this instead of mutating the process environment).
-    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |var: &str| env.get(var).map(String::as_str).filter(|v| !v.is_empty());
-        let database = match get("DATABASE_URL") {
-            Some(url) => DatabaseTarget::Url(Secret::new(url)),
-            None => {
-                let hint = " (or set DATABASE_URL instead of the DB_* variables)";
-                let username = get("DB_USERNAME").ok_or(ConfigError::Missing {
-                    var: "DB_USERNAME",
-                    hint,
-                })?;
-                let password = env.get("DB_PASSWORD").ok_or(ConfigError::Missing {
-                    var: "DB_PASSWORD",
-                    hint,
-                })?;
-                DatabaseTarget::Parts {
-                    username: username.to_owned(),
-                    password: Secret::new(password.clone()),
-                    host: get("DB_HOST").unwrap_or("127.0.0.1").to_owned(),
-                    port: parse_port("DB_PORT", get("DB_PORT").unwrap_or("5432"))?,
-                    name: get("DB_NAME").unwrap_or("postgres").to_owned(),
+/// Every environment variable the arguments of `cmd` (and its subcommands) read, in declaration order.
+pub fn variables(cmd: &clap::Command) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut visit = vec![cmd];
+    while let Some(c) = visit.pop() {
+        for arg in c.get_arguments() {
+            if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                if !out.iter().any(|v| v == env) {
+                    out.push(env.to_owned());
                 }
             }
-        };
-        let pool_size = match get("DB_POOL_SIZE") {
-            None => 4,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if (1..=64).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        "DB_POOL_SIZE",
-                        format!("expected an integer from 1 to 64, got {v:?}"),
-                    ))
-                }
-            },
-        };
-        let refresh_schedule = get("REFRESH_SCHEDULE")
-            .unwrap_or(DEFAULT_SCHEDULE)
-            .to_owned();
-        parse_schedule(&refresh_schedule).map_err(|reason| invalid("REFRESH_SCHEDULE", reason))?;
-        Ok(Config {
-            database,
-            pool_size,
-            statement_timeout: parse_duration(
-                "DB_STATEMENT_TIMEOUT",
-                get("DB_STATEMENT_TIMEOUT").unwrap_or("5m"),
-            )?,
-            migrate: get("DB_MIGRATE")
-                .unwrap_or("apply")
-                .parse()
-                .map_err(|reason| invalid("DB_MIGRATE", reason))?,
-            app_port: parse_port("APP_PORT", get("APP_PORT").unwrap_or("5153"))?,
-            http: crate::http::Limits {
-                header_read_timeout: parse_duration(
-                    "HTTP_HEADER_TIMEOUT",
-                    get("HTTP_HEADER_TIMEOUT").unwrap_or("10s"),
-                )?,
-                idle_timeout: parse_duration(
-                    "HTTP_IDLE_TIMEOUT",
-                    get("HTTP_IDLE_TIMEOUT").unwrap_or("60s"),
-                )?,
-                max_connections: parse_count(
-                    "HTTP_MAX_CONNECTIONS",
-                    get("HTTP_MAX_CONNECTIONS").unwrap_or("1024"),
-                    1..=65_536,
-                )?,
-                max_header_bytes: parse_count(
-                    "HTTP_MAX_HEADER_BYTES",
-                    get("HTTP_MAX_HEADER_BYTES").unwrap_or("16384"),
-                    8192..=1_048_576,
-                )?,
-            },
-            refresh_schedule,
-            readiness_max_age: parse_duration(
-                "READINESS_MAX_AGE",
-                get("READINESS_MAX_AGE").unwrap_or("1h"),
-            )?,
-            log_level: parse_level(get("LOG_LEVEL").unwrap_or("info"))?,
-            shutdown_timeout: parse_duration(
-                "SHUTDOWN_TIMEOUT",
-                get("SHUTDOWN_TIMEOUT").unwrap_or("20s"),
-            )?,
-            follow_poll_interval: parse_duration(
-                "FOLLOW_POLL_INTERVAL",
-                get("FOLLOW_POLL_INTERVAL").unwrap_or("5s"),
-            )?,
-            metrics: MetricsConfig {
-                sink: get("METRICS_SINK")
-                    .unwrap_or("none")
-                    .parse()
-                    .map_err(|reason| invalid("METRICS_SINK", reason))?,
-                namespace: parse_name(
-                    "CLOUDWATCH_NAMESPACE",
-                    get("CLOUDWATCH_NAMESPACE").unwrap_or("CoworkingAnalytics"),
-                )?,
-                environment: parse_name(
-                    "METRICS_ENVIRONMENT",
-                    get("METRICS_ENVIRONMENT").unwrap_or("development"),
-                )?,
-                flush_interval: parse_duration(
-                    "METRICS_FLUSH_INTERVAL",
-                    get("METRICS_FLUSH_INTERVAL").unwrap_or("10s"),
-                )?,
-            },
-        })
+        }
+        visit.extend(c.get_subcommands().collect::<Vec<_>>().into_iter().rev());
+    }
+    out
+}
+
+/// Unsets every variable of `cmd` that is set but empty (a manifest's `value: ""` means the default), but
+/// `DB_PASSWORD`, whose empty value is a password. Call it before parsing, while the process has one thread.
+pub fn drop_empty_variables(cmd: &clap::Command) {
+    for var in variables(cmd) {
+        if var != "DB_PASSWORD" && std::env::var_os(&var).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(&var);
+        }
     }
 }
 
-fn invalid(var: &'static str, reason: String) -> ConfigError {
-    ConfigError::Invalid { var, reason }
-}
-
-/// CloudWatch namespaces and dimension values: 1-255 printable ASCII characters; namespaces may not start with
-/// `AWS/` (reserved; the emulator accepts it, CloudWatch does not).
-fn parse_name(var: &'static str, value: &str) -> Result<String, ConfigError> {
-    let ok_chars = value.chars().all(|c| c.is_ascii_graphic() || c == ' ');
-    if value.is_empty() || value.len() > 255 || !ok_chars {
-        return Err(invalid(
-            var,
-            format!("expected 1 to 255 printable ASCII characters, got {value:?}"),
-        ));
+/// The configuration error a clap error is about (a value refused by its parser or its list of possible values),
+/// or `None` for a usage error that is not about a setting.
+pub fn from_clap_error(err: &clap::Error, cmd: &clap::Command) -> Option<ConfigError> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
     }
-    if var == "CLOUDWATCH_NAMESPACE" && value.starts_with("AWS/") {
-        return Err(invalid(
-            var,
-            "namespaces starting with AWS/ are reserved for AWS services".into(),
-        ));
-    }
-    Ok(value.to_owned())
-}
-
-fn parse_count(
-    var: &'static str,
-    value: &str,
-    range: std::ops::RangeInclusive<usize>,
-) -> Result<usize, ConfigError> {
-    match value.parse::<usize>() {
-        Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(invalid(
-            var,
-            format!(
-                "expected an integer from {} to {}, got {value:?}",
-                range.start(),
-                range.end()
-            ),
-        )),
-    }
-}
-
-fn parse_port(var: &'static str, value: &str) -> Result<u16, ConfigError> {
-    value.parse::<u16>().map_err(|_| {
-        invalid(
-            var,
-            format!("expected a TCP port number from 0 to 65535, got {value:?}"),
-        )
-    })
-}
-
-/// Durations are written like `90s`, `15m`, `1h` or a bare number of seconds; zero is refused.
-pub fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let parsed = match value.parse::<u64>() {
-        Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(value).map_err(|e| e.to_string()),
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
+        return None;
     };
-    match parsed {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(invalid(var, "must be greater than zero".into())),
-        Err(e) => Err(invalid(
-            var,
-            format!("expected a duration such as 90s, 15m or 1h, got {value:?} ({e})"),
-        )),
+    // "--db-pool-size <DB_POOL_SIZE>": the flag names the argument, whose variable we report.
+    let long = invalid.split_whitespace().next()?.strip_prefix("--")?;
+    let mut var = None;
+    let mut visit = vec![cmd];
+    while let Some(c) = visit.pop() {
+        if let Some(arg) = c.get_arguments().find(|a| a.get_long() == Some(long)) {
+            var = arg.get_env().and_then(|e| e.to_str()).map(str::to_owned);
+            break;
+        }
+        visit.extend(c.get_subcommands());
     }
+    let var = var?;
+    let reason = match err.kind() {
+        ErrorKind::InvalidValue => {
+            let got = match err.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(v)) => v.clone(),
+                _ => String::new(),
+            };
+            let expected = match err.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) => v.join(", "),
+                _ => String::new(),
+            };
+            format!("expected one of {expected}; got {got:?}")
+        }
+        _ => {
+            std::error::Error::source(err).map_or_else(|| err.kind().to_string(), |s| s.to_string())
+        }
+    };
+    Some(ConfigError::Invalid { var, reason })
 }
 
-fn parse_level(value: &str) -> Result<slog::Level, ConfigError> {
-    match value.to_ascii_lowercase().as_str() {
-        "trace" => Ok(slog::Level::Trace),
-        "debug" => Ok(slog::Level::Debug),
-        "info" => Ok(slog::Level::Info),
-        "warn" | "warning" => Ok(slog::Level::Warning),
-        "error" => Ok(slog::Level::Error),
-        "critical" => Ok(slog::Level::Critical),
-        _ => Err(invalid(
-            "LOG_LEVEL",
-            format!("expected one of trace, debug, info, warning, error, critical; got {value:?}"),
-        )),
-    }
-}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
 
-/// Parses a cron schedule the way tokio-cron-scheduler does (seconds field required, UTC).
-pub fn parse_schedule(value: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(value)
-        .map_err(|e| format!("expected a cron expression with 6 fields, seconds first (e.g. \"*/30 * * * * *\"), got {value:?}: {e}"))
+    #[test]
+    fn the_defaults_parse() {
+        let c = Config::defaults();
+        assert_eq!(c.app_port, 5153);
+        assert_eq!(c.refresh_schedule.expr(), DEFAULT_SCHEDULE);
+    }
+
+    #[test]
+    fn every_variable_is_listed_once() {
+        let vars = variables(&Standalone::command());
+        assert_eq!(vars.len(), 23, "{vars:?}");
+        assert_eq!(vars[0], "DATABASE_URL");
+        assert!(vars.contains(&"METRICS_FLUSH_INTERVAL".to_owned()));
+    }
 }

@@ -1,9 +1,12 @@
-//! The database boundary: the r2d2 connection pool, the embedded migrations, and (in [`queries`]) every SQL
-//! statement the service runs outside of `migrations/`.
+//! The database boundary: every SQL statement the service runs outside of `migrations/` is in this module. This
+//! file has the r2d2 connection pool with its per-transaction settings and the embedded migrations; [`queries`]
+//! the reads and the refresh's bookkeeping; [`incremental`] the incremental refresh; [`listen`] the follower's
+//! `LISTEN` connection.
 //!
 //! Diesel is synchronous: callers on the async runtime run these functions inside `spawn_blocking`.
 
 pub mod incremental;
+pub mod listen;
 pub mod queries;
 
 use diesel::connection::SimpleConnection;
@@ -34,7 +37,13 @@ pub enum DbError {
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
     #[error("migration failed: {0}")]
-    Migration(String),
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(
+        "the schema is behind this binary (pending: {}) and DB_MIGRATE=check; run `coworking-analytics migrate` \
+         as the owner role",
+        pending.join(",")
+    )]
+    SchemaBehind { pending: Vec<String> },
 }
 
 /// Sets per-session limits on every new pooled connection so a stuck statement cannot hold the worker forever.
@@ -85,7 +94,7 @@ fn scrub_connection_error(err: diesel::ConnectionError, conn: &str) -> diesel::C
 }
 
 /// What start-up does about the schema (`DB_MIGRATE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum MigratePolicy {
     /// Apply pending migrations (needs the owner role).
     #[default]
@@ -93,17 +102,6 @@ pub enum MigratePolicy {
     /// Only check that none are pending; for a least-privileged role (db/03_app_role.sql), with the migrations
     /// run separately as the owner by `coworking-analytics migrate`.
     Check,
-}
-
-impl std::str::FromStr for MigratePolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "apply" => Ok(MigratePolicy::Apply),
-            "check" => Ok(MigratePolicy::Check),
-            other => Err(format!("expected \"apply\" or \"check\", got {other:?}")),
-        }
-    }
 }
 
 /// Brings the schema to this binary's version ([`MigratePolicy::Apply`]) or checks that it is there
@@ -117,7 +115,7 @@ pub fn prepare_schema(
         MigratePolicy::Check => {
             let applied = queries::applied_migrations(conn)?;
             let pending: Vec<String> = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
-                .map_err(|e| DbError::Migration(e.to_string()))?
+                .map_err(DbError::Migration)?
                 .iter()
                 .map(|m| m.name().version().to_string())
                 .filter(|v| !applied.contains(v))
@@ -125,11 +123,7 @@ pub fn prepare_schema(
             if pending.is_empty() {
                 Ok(Vec::new())
             } else {
-                Err(DbError::Migration(format!(
-                    "the schema is behind this binary (pending: {}) and DB_MIGRATE=check; run \
-                     `coworking-analytics migrate` as the owner role",
-                    pending.join(",")
-                )))
+                Err(DbError::SchemaBehind { pending })
             }
         }
     }
@@ -142,7 +136,7 @@ pub fn migrate(conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
         queries::advisory_xact_lock(conn, MIGRATION_LOCK_KEY)?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| DbError::Migration(e.to_string()))?;
+            .map_err(DbError::Migration)?;
         Ok(applied.iter().map(|v| v.to_string()).collect())
     })
 }
@@ -150,6 +144,6 @@ pub fn migrate(conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
 /// Reverts every migration (tests of `down.sql`).
 pub fn revert_all(conn: &mut PgConnection) -> Result<(), DbError> {
     conn.revert_all_migrations(MIGRATIONS)
-        .map_err(|e| DbError::Migration(e.to_string()))?;
+        .map_err(DbError::Migration)?;
     Ok(())
 }

@@ -45,6 +45,7 @@ pub struct RunStamp {
 // The definition: the old service's queries, run directly on the base tables.
 
 /// Daily usage exactly as the old service computed it, ordered by day.
+#[cfg(feature = "dev-tools")]
 pub fn definition_daily_usage(conn: &mut PgConnection) -> QueryResult<Vec<DayRow>> {
     diesel::sql_query(
         "SELECT DATE(created_at) AS day, COUNT(*) AS checkins FROM tokens WHERE used_at IS NOT NULL \
@@ -54,6 +55,7 @@ pub fn definition_daily_usage(conn: &mut PgConnection) -> QueryResult<Vec<DayRow
 }
 
 /// User visits exactly as the old service computed it, ordered by user id.
+#[cfg(feature = "dev-tools")]
 pub fn definition_user_visits(conn: &mut PgConnection) -> QueryResult<Vec<UserRow>> {
     diesel::sql_query(
         "SELECT t.user_id, u.joined_at, COUNT(*) AS visits FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
@@ -224,12 +226,6 @@ pub fn notify_refreshed(conn: &mut PgConnection, channel: &str, run_id: i64) -> 
     Ok(())
 }
 
-/// Subscribes this session to `channel` (a fixed identifier, not user input).
-pub fn listen(conn: &mut PgConnection, channel: &str) -> QueryResult<()> {
-    diesel::sql_query(format!("LISTEN {channel}")).execute(conn)?;
-    Ok(())
-}
-
 /// The newest successful run, if any.
 pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> {
     refresh_runs::table
@@ -266,7 +262,7 @@ pub fn load_rollups(conn: &mut PgConnection) -> QueryResult<Option<Rollups>> {
         })
 }
 
-/// The rollup tables as they are, without the run (tests compare them with the definition).
+/// The rollup tables as they are, without the run (also what the tests compare with the definition).
 pub fn rollup_contents(conn: &mut PgConnection) -> QueryResult<(Vec<DayRow>, Vec<UserRow>)> {
     let days = daily_usage_rollup::table
         .order(daily_usage_rollup::day)
@@ -360,6 +356,7 @@ pub fn resume_token_capture(conn: &mut PgConnection) -> QueryResult<()> {
 }
 
 /// Drops and creates database `name` (an identifier chosen by the program, not user input).
+#[cfg(feature = "dev-tools")]
 pub fn recreate_database(conn: &mut PgConnection, name: &str) -> QueryResult<()> {
     conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
     conn.batch_execute(&format!("CREATE DATABASE {name}"))

@@ -117,13 +117,21 @@ mod tests {
 
     #[test]
     fn max_age_counts_down_to_the_next_tick() {
-        let cron = crate::config::parse_schedule("*/30 * * * * *").unwrap();
+        let cron = "*/30 * * * * *"
+            .parse::<crate::config::Schedule>()
+            .unwrap()
+            .cron()
+            .clone();
         let policy = CachePolicy::new(Some(cron));
         let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         assert_eq!(policy.max_age(at("2026-01-01T00:00:05Z")), Some(25));
         assert_eq!(policy.max_age(at("2026-01-01T00:00:29Z")), Some(1));
         assert_eq!(policy.max_age(at("2026-01-01T00:00:30Z")), Some(30));
-        let daily = crate::config::parse_schedule("0 0 3 * * *").unwrap();
+        let daily = "0 0 3 * * *"
+            .parse::<crate::config::Schedule>()
+            .unwrap()
+            .cron()
+            .clone();
         assert_eq!(
             CachePolicy::new(Some(daily)).max_age(at("2026-01-01T00:00:00Z")),
             Some(MAX_AGE_CEILING)

@@ -32,25 +32,8 @@ use tokio::time::Instant;
 
 pub use routes::AppState;
 
-/// Protection against slow, idle and greedy clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_header_bytes: 16 * 1024,
-            max_connections: 1024,
-        }
-    }
-}
+/// Protection against slow, idle and greedy clients (declared with the rest of the configuration).
+pub use crate::config::HttpLimits as Limits;
 
 /// Answer to a connection over the limit (written raw: the connection is never handed to hyper).
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
@@ -65,7 +48,7 @@ pub async fn serve(
     limits: Limits,
     log: Logger,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = Arc::new(Semaphore::new(limits.http_max_connections));
     let mut tasks = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -137,15 +120,15 @@ async fn connection(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .header_read_timeout(limits.http_header_timeout)
+        .max_buf_size(limits.http_max_header_bytes.max(8192))
         .serve_connection(io, service);
     tokio::pin!(conn);
     let mut closing = false;
     let mut hard_deadline: Option<Instant> = None;
     loop {
         let last = epoch + Duration::from_millis(activity.load(Ordering::Relaxed));
-        let wake = hard_deadline.unwrap_or(last + limits.idle_timeout);
+        let wake = hard_deadline.unwrap_or(last + limits.http_idle_timeout);
         tokio::select! {
             _ = conn.as_mut() => return,
             changed = shutdown.changed(), if !closing => {
@@ -159,11 +142,11 @@ async fn connection(
                     return; // a reader that never took its response: drop the connection
                 }
                 let last = epoch + Duration::from_millis(activity.load(Ordering::Relaxed));
-                if Instant::now() >= last + limits.idle_timeout {
+                if Instant::now() >= last + limits.http_idle_timeout {
                     // Idle: close between requests, or give a stalled response one more period.
                     closing = true;
                     conn.as_mut().graceful_shutdown();
-                    hard_deadline = Some(Instant::now() + limits.idle_timeout);
+                    hard_deadline = Some(Instant::now() + limits.http_idle_timeout);
                 }
             }
         }

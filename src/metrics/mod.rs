@@ -83,6 +83,7 @@ pub struct Metrics {
     active_users_30d: Gauge,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<HttpLabels, Histogram>,
+    missed_ticks: Counter,
     publisher: Publisher,
 }
 
@@ -145,6 +146,12 @@ impl Metrics {
             "HTTP request latency by route and status",
             http_seconds.clone(),
         );
+        let missed_ticks = Counter::default();
+        registry.register(
+            "worker_missed_ticks",
+            "Scheduler ticks that did not arrive on time (the worker refreshed anyway)",
+            missed_ticks.clone(),
+        );
         registry.register(
             "metrics_dropped",
             "Datums the CloudWatch/EMF sink dropped",
@@ -161,6 +168,7 @@ impl Metrics {
             active_users_30d,
             http_requests,
             http_seconds,
+            missed_ticks,
             publisher,
         }
     }
@@ -215,6 +223,23 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome: "skipped" })
             .inc();
         self.publish("RefreshLockSkipped", Unit::Count, 1.0);
+    }
+
+    /// A scheduler tick that did not come (the watchdog refreshed instead).
+    pub fn record_missed_tick(&self) {
+        self.missed_ticks.inc();
+    }
+
+    /// Refresh runs of this process with `outcome` (`success`, `failure` or `skipped`).
+    pub fn refreshes(&self, outcome: &'static str) -> u64 {
+        self.refreshes
+            .get_or_create(&OutcomeLabels { outcome })
+            .get()
+    }
+
+    /// Scheduler ticks this process missed.
+    pub fn missed_ticks(&self) -> u64 {
+        self.missed_ticks.get()
     }
 
     /// The age of the data this replica serves (published every minute by every replica).

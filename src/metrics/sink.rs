@@ -22,23 +22,12 @@ pub const MAX_BATCH: usize = 1_000;
 const ATTEMPTS: u32 = 3;
 
 /// Which sink (`METRICS_SINK`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SinkKind {
+    #[value(name = "cloudwatch")]
     CloudWatch,
     Emf,
     None,
-}
-
-impl std::str::FromStr for SinkKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "cloudwatch" => Ok(SinkKind::CloudWatch),
-            "emf" => Ok(SinkKind::Emf),
-            "none" => Ok(SinkKind::None),
-            other => Err(format!("expected cloudwatch, emf or none, got {other:?}")),
-        }
-    }
 }
 
 /// Where datums are handed over; cheap to clone.
@@ -125,11 +114,27 @@ pub fn emf_line(settings: &SinkSettings, datum: &Datum) -> String {
     .to_string()
 }
 
+/// Why a `PutMetricData` call did not get through.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("{}", aws_sdk_cloudwatch::error::DisplayErrorContext(.0.as_ref()))]
+    Api(
+        #[source]
+        Box<
+            aws_sdk_cloudwatch::error::SdkError<
+                aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError,
+            >,
+        >,
+    ),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 async fn put(
     client: &aws_sdk_cloudwatch::Client,
     settings: &SinkSettings,
     batch: &[Datum],
-) -> Result<(), String> {
+) -> Result<(), PutError> {
     use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
     let dimension = Dimension::builder()
         .name("Environment")
@@ -156,28 +161,27 @@ async fn put(
         .send();
     match tokio::time::timeout(settings.call_timeout, call).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string()),
-        Err(_) => Err(format!("no answer within {:?}", settings.call_timeout)),
+        Ok(Err(e)) => Err(PutError::Api(Box::new(e))),
+        Err(_) => Err(PutError::Timeout(settings.call_timeout)),
     }
 }
 
-/// Delivers one batch with retries; returns whether it got through.
+/// Delivers one batch with retries; the last attempt's error if none got through.
 async fn deliver(
     client: &aws_sdk_cloudwatch::Client,
     settings: &SinkSettings,
     batch: &[Datum],
-) -> Result<(), String> {
-    let mut last = String::new();
-    for attempt in 0..ATTEMPTS {
+) -> Result<(), PutError> {
+    let mut attempt = 0;
+    loop {
         match put(client, settings, batch).await {
             Ok(()) => return Ok(()),
-            Err(e) => last = e,
+            Err(e) if attempt + 1 >= ATTEMPTS => return Err(e),
+            Err(_) => {}
         }
-        if attempt + 1 < ATTEMPTS {
-            tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+        attempt += 1;
     }
-    Err(last)
 }
 
 /// Runs the sink until `shutdown` (then flushes what is buffered, once).
@@ -219,7 +223,7 @@ pub async fn run(
                             if !failing {
                                 failing = true;
                                 warn!(log, "CloudWatch publishing failed; dropping datums until it recovers";
-                                    "error" => e, "dropped_total" => dropped.get());
+                                    "error" => %e, "dropped_total" => dropped.get());
                             }
                         }
                     }

@@ -1,9 +1,7 @@
 //! A reader never sees half a refresh: rollups and their run row change together, atomically.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{add_user, migrated_db};
+use crate::common::{add_user, migrated_db};
 use coworking_analytics::db::queries;
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;

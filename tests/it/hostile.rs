@@ -2,9 +2,9 @@
 //! bodies on GET, malformed HTTP. After each, the server must still answer normally.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{add_one_checkin, migrated_db, parse_response, request, spawn_app, wait_for_run};
+use crate::common;
+use crate::common::{add_one_checkin, migrated_db, parse_response, request, wait_for_run, TestApp};
+use coworking_analytics::config::Config;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,17 +31,19 @@ async fn still_serves(addr: SocketAddr) {
     assert_eq!(resp.text(), "{\"2023-02-01\":1}\n");
 }
 
-async fn app(extra: &[(&str, &str)]) -> (common::TestDb, coworking_analytics::app::Service) {
+async fn app(
+    change: impl FnOnce(&mut Config),
+) -> (common::TestDb, coworking_analytics::app::Service) {
     let db = migrated_db();
     add_one_checkin(&mut db.conn());
-    let service = spawn_app(&db.url, extra).await;
+    let service = TestApp::new(&db.url).with(change).start().await;
     wait_for_run(&service, 0).await;
     (db, service)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_trickles_its_headers_is_cut_off() {
-    let (_db, service) = app(&[("HTTP_HEADER_TIMEOUT", "1s")]).await;
+    let (_db, service) = app(|c| c.http.http_header_timeout = Duration::from_secs(1)).await;
     let mut s = TcpStream::connect(service.addr).await.unwrap();
     let started = Instant::now();
     let mut closed = false;
@@ -71,7 +73,7 @@ async fn a_client_that_trickles_its_headers_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed() {
-    let (_db, service) = app(&[("HTTP_IDLE_TIMEOUT", "1s")]).await;
+    let (_db, service) = app(|c| c.http.http_idle_timeout = Duration::from_secs(1)).await;
     let mut s = TcpStream::connect(service.addr).await.unwrap();
     s.write_all(b"GET /health_check HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -94,7 +96,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_request_head_is_refused() {
-    let (_db, service) = app(&[("HTTP_MAX_HEADER_BYTES", "8192")]).await;
+    let (_db, service) = app(|c| c.http.http_max_header_bytes = 8192).await;
     let mut s = TcpStream::connect(service.addr).await.unwrap();
     let big = "a".repeat(64 * 1024);
     let req = format!("GET /health_check HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
@@ -109,7 +111,7 @@ async fn an_oversized_request_head_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_get_a_json_503_and_capacity_returns() {
-    let (_db, service) = app(&[("HTTP_MAX_CONNECTIONS", "2")]).await;
+    let (_db, service) = app(|c| c.http.http_max_connections = 2).await;
     let a = TcpStream::connect(service.addr).await.unwrap();
     let b = TcpStream::connect(service.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -129,7 +131,7 @@ async fn connections_over_the_limit_get_a_json_503_and_capacity_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_on_get_is_refused_with_json() {
-    let (_db, service) = app(&[]).await;
+    let (_db, service) = app(|_| {}).await;
     let mut s = TcpStream::connect(service.addr).await.unwrap();
     s.write_all(
         b"GET /api/reports/daily_usage HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
@@ -146,7 +148,7 @@ async fn a_body_on_get_is_refused_with_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http_is_answered_400_or_closed() {
-    let (_db, service) = app(&[]).await;
+    let (_db, service) = app(|_| {}).await;
     let garbage: [&[u8]; 6] = [
         b"GARBAGE\r\n\r\n",
         b"GET / HTTP/9.9\r\n\r\n",

@@ -1,9 +1,7 @@
 //! Migrations: up, down and redo on an empty database; adoption of a database made by the old `db/` scripts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{empty_db, migrated_db};
+use crate::common::{empty_db, migrated_db};
 use coworking_analytics::db;
 use coworking_analytics::demo::INIT_TABLES_SQL;
 use diesel::connection::SimpleConnection;
@@ -169,7 +167,7 @@ fn src_schema_rs_is_what_diesel_print_schema_generates_from_the_migrations() {
         "diesel print-schema failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let checked_in = include_str!("../src/schema.rs");
+    let checked_in = include_str!("../../src/schema.rs");
     assert!(
         String::from_utf8_lossy(&out.stdout) == checked_in,
         "src/schema.rs is stale; regenerate it with `diesel print-schema > src/schema.rs` on a migrated database"

@@ -5,7 +5,7 @@
 //! starts a private cluster with the project's own [`TempPostgres`], which dies with the test process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use coworking_analytics::config::with_dbname;
+use coworking_analytics::config::{with_dbname, Config, DatabaseTarget, Secret};
 use coworking_analytics::db;
 use coworking_analytics::pgtemp::TempPostgres;
 use diesel::connection::SimpleConnection;
@@ -195,19 +195,41 @@ pub fn parse_response(raw: &[u8]) -> RawResponse {
     }
 }
 
-/// Starts the whole service (HTTP on an ephemeral loopback port, worker, migrations) against `db`.
-pub async fn spawn_app(db_url: &str, extra: &[(&str, &str)]) -> coworking_analytics::app::Service {
-    let mut env = std::collections::HashMap::new();
-    env.insert("DATABASE_URL".to_owned(), db_url.to_owned());
-    // A schedule that does not fire during a test: only the start-up refresh runs unless a test asks otherwise.
-    env.insert("REFRESH_SCHEDULE".to_owned(), "0 0 0 1 1 *".to_owned());
-    for (k, v) in extra {
-        env.insert((*k).to_owned(), (*v).to_owned());
+/// Builds the whole service (HTTP on an ephemeral loopback port, worker, follower, migrations) against a test
+/// database, configured through the typed [`Config`] (the zero2prod `spawn_app`, as a builder).
+pub struct TestApp {
+    database: DatabaseTarget,
+    config: Config,
+}
+
+impl TestApp {
+    /// Every setting at its default, but a schedule that does not fire during a test: only the start-up refresh
+    /// runs unless a test asks otherwise.
+    pub fn new(db_url: &str) -> Self {
+        let mut config = Config::defaults();
+        config.refresh_schedule = "0 0 0 1 1 *".parse().unwrap();
+        TestApp {
+            database: DatabaseTarget::Url(Secret::new(db_url)),
+            config,
+        }
     }
-    let config = coworking_analytics::config::Config::from_map(&env).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    coworking_analytics::app::start(&config, listener, coworking_analytics::logging::discard())
+
+    /// Changes settings before the start.
+    pub fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    pub async fn start(self) -> coworking_analytics::app::Service {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        coworking_analytics::app::start(
+            &self.config,
+            &self.database,
+            listener,
+            coworking_analytics::logging::discard(),
+        )
         .unwrap()
+    }
 }
 
 /// Waits until the service's cache holds a run newer than `after`.

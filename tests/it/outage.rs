@@ -5,9 +5,8 @@
 //! refresh cut off mid-transaction leaving the rollups as they were.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{
+use crate::common;
+use crate::common::{
     add_one_checkin, add_token, add_user, assert_rollups_match_definition, migrated_db,
     parse_response, RawResponse,
 };

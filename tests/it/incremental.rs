@@ -2,9 +2,8 @@
 //! and refreshes running at the same time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::migrated_db;
+use crate::common;
+use crate::common::migrated_db;
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;

@@ -2,15 +2,13 @@
 //! following the writer (LISTEN/NOTIFY, and polling when a notification is lost), and the `refresh` flags.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{migrated_db, request, spawn_app, wait_for_run};
+use crate::common;
+use crate::common::{migrated_db, request, wait_for_run, TestApp};
 use coworking_analytics::db::queries;
 use coworking_analytics::refresh::{self, Mode, Outcome, WRITER_LOCK_KEY};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_coworking-analytics");
@@ -145,17 +143,17 @@ async fn a_replica_skips_its_tick_when_another_writer_holds_the_lock() {
     let mut holder = db.conn();
     holder.batch_execute("BEGIN").unwrap();
     queries::advisory_xact_lock(&mut holder, WRITER_LOCK_KEY).unwrap();
-    let app = spawn_app(&db.url, &[("REFRESH_SCHEDULE", "* * * * * *")]).await;
+    let app = TestApp::new(&db.url)
+        .with(|c| c.refresh_schedule = "* * * * * *".parse().unwrap())
+        .start()
+        .await;
     for _ in 0..100 {
-        if app.stats.skipped.load(Ordering::Relaxed) >= 2 {
+        if app.metrics.refreshes("skipped") >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        app.stats.skipped.load(Ordering::Relaxed) >= 2,
-        "skips are counted"
-    );
+    assert!(app.metrics.refreshes("skipped") >= 2, "skips are counted");
     assert_eq!(app.cache.run_id(), 0, "nothing was refreshed");
     holder.batch_execute("COMMIT").unwrap();
     wait_for_run(&app, 0).await;
@@ -166,9 +164,11 @@ async fn a_replica_skips_its_tick_when_another_writer_holds_the_lock() {
 async fn every_replica_follows_the_writer_by_notification() {
     let db = migrated_db();
     // Polling is made too slow to matter: only LISTEN/NOTIFY can bring the new data in time.
-    let slow_poll = [("FOLLOW_POLL_INTERVAL", "1h")];
-    let a = spawn_app(&db.url, &slow_poll).await;
-    let b = spawn_app(&db.url, &slow_poll).await;
+    let slow_poll = |c: &mut coworking_analytics::config::Config| {
+        c.follow_poll_interval = std::time::Duration::from_secs(3600)
+    };
+    let a = TestApp::new(&db.url).with(slow_poll).start().await;
+    let b = TestApp::new(&db.url).with(slow_poll).start().await;
     let first = wait_for_run(&a, 0).await;
     wait_for_run(&b, first - 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // let both followers LISTEN
@@ -216,7 +216,10 @@ async fn every_replica_follows_the_writer_by_notification() {
 #[tokio::test]
 async fn a_lost_notification_only_delays_polling_catches_up() {
     let db = migrated_db();
-    let app = spawn_app(&db.url, &[("FOLLOW_POLL_INTERVAL", "1s")]).await;
+    let app = TestApp::new(&db.url)
+        .with(|c| c.follow_poll_interval = std::time::Duration::from_secs(1))
+        .start()
+        .await;
     let first = wait_for_run(&app, 0).await;
     // A run committed without NOTIFY (as if the notification were lost).
     db.conn()

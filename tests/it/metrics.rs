@@ -2,11 +2,9 @@
 //! publishes, and failure isolation (a closed port, a server that never answers).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-mod metrics_support;
-
-use common::migrated_db;
-use metrics_support::*;
+use crate::common;
+use crate::common::migrated_db;
+use crate::metrics_support::*;
 use std::io::{BufRead, Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;

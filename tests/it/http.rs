@@ -1,9 +1,8 @@
 //! The HTTP contract on a real socket: bodies, headers, every status code, readiness.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{add_token, add_user, migrated_db, request, spawn_app, wait_for_run};
+use crate::common;
+use crate::common::{add_token, add_user, migrated_db, request, wait_for_run, TestApp};
 use std::time::Duration;
 
 #[tokio::test]
@@ -21,7 +20,7 @@ async fn reports_are_served_byte_for_byte_with_validators() {
         );
         add_token(&mut conn, 2, "2023-02-08 09:00:00", None);
     }
-    let app = spawn_app(&db.url, &[]).await;
+    let app = TestApp::new(&db.url).start().await;
     wait_for_run(&app, 0).await;
 
     let daily = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
@@ -86,7 +85,7 @@ async fn reports_are_served_byte_for_byte_with_validators() {
 #[tokio::test]
 async fn errors_are_json_with_the_right_status() {
     let db = migrated_db();
-    let app = spawn_app(&db.url, &[]).await;
+    let app = TestApp::new(&db.url).start().await;
     wait_for_run(&app, 0).await;
 
     let r = request(app.addr, "GET", "/api/reports/nope", &[]).await;
@@ -119,11 +118,9 @@ async fn errors_are_json_with_the_right_status() {
 #[tokio::test]
 async fn without_a_database_health_is_ok_and_reports_are_not_ready() {
     // Nothing listens on this socket directory: the service starts, never loads, and says so.
-    let app = spawn_app(
-        "host=/nonexistent-coworking-socket-dir port=5432 user=x dbname=x",
-        &[],
-    )
-    .await;
+    let app = TestApp::new("host=/nonexistent-coworking-socket-dir port=5432 user=x dbname=x")
+        .start()
+        .await;
     let r = request(app.addr, "GET", "/health_check", &[]).await;
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     let r = request(app.addr, "GET", "/readiness_check", &[]).await;
@@ -159,7 +156,10 @@ async fn without_a_database_health_is_ok_and_reports_are_not_ready() {
 #[tokio::test]
 async fn readiness_fails_when_the_served_data_is_older_than_the_ceiling() {
     let db = migrated_db();
-    let app = spawn_app(&db.url, &[("READINESS_MAX_AGE", "1s")]).await;
+    let app = TestApp::new(&db.url)
+        .with(|c| c.readiness_max_age = Duration::from_secs(1))
+        .start()
+        .await;
     wait_for_run(&app, 0).await;
     let r = request(app.addr, "GET", "/readiness_check", &[]).await;
     assert_eq!(r.status, 200);
@@ -187,7 +187,10 @@ async fn readiness_fails_when_the_served_data_is_older_than_the_ceiling() {
 #[tokio::test]
 async fn the_worker_refreshes_on_its_schedule() {
     let db = migrated_db();
-    let app = spawn_app(&db.url, &[("REFRESH_SCHEDULE", "* * * * * *")]).await;
+    let app = TestApp::new(&db.url)
+        .with(|c| c.refresh_schedule = "* * * * * *".parse().unwrap())
+        .start()
+        .await;
     let first = wait_for_run(&app, 0).await;
     {
         let mut conn = db.conn();
@@ -198,52 +201,46 @@ async fn the_worker_refreshes_on_its_schedule() {
     assert!(later > first);
     let r = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
     assert_eq!(r.text(), "{\"2023-02-01\":1}\n");
-    assert_eq!(
-        app.stats.failed.load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(app.metrics.refreshes("failure"), 0);
+    assert!(app.metrics.refreshes("success") >= 3);
     app.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
 async fn a_tick_that_does_not_come_is_noticed_and_the_refresh_still_runs() {
-    use coworking_analytics::{cache::ReportCache, metrics::Metrics, refresh::Mode, worker};
-    use std::sync::atomic::Ordering;
+    use coworking_analytics::{metrics::Metrics, refresh, worker};
     use std::sync::Arc;
     let db = migrated_db();
-    let refresher = worker::Refresher {
-        pool: coworking_analytics::db::pool(&db.url, 2, Duration::from_secs(30)),
-        cache: Arc::new(ReportCache::new()),
-        stats: Arc::default(),
-        metrics: Arc::new(Metrics::local()),
-        host: "watchdog-test".into(),
-        log: coworking_analytics::logging::discard(),
-        figures_at: Arc::default(),
-    };
-    let stats = Arc::clone(&refresher.stats);
+    let metrics = Arc::new(Metrics::local());
+    let runner = refresh::Runner::new(
+        coworking_analytics::db::pool(&db.url, 2, Duration::from_secs(30)),
+        None,
+        Arc::clone(&metrics),
+        "watchdog-test".into(),
+        coworking_analytics::logging::discard(),
+    );
     let (stop, rx) = tokio::sync::watch::channel(false);
     // No scheduler at all: every tick "does not come", and only the watchdog can keep the schedule.
-    let task = tokio::spawn(worker::run_with(
-        refresher,
-        Mode::Incremental,
-        "* * * * * *".into(),
-        rx,
-        false,
-    ));
+    let worker = worker::Worker {
+        runner: Arc::new(runner),
+        mode: refresh::Mode::Incremental,
+        schedule: "* * * * * *".parse().unwrap(),
+        metrics: Arc::clone(&metrics),
+        with_scheduler: false,
+    };
+    let task = tokio::spawn(worker::run(worker, rx));
     for _ in 0..200 {
-        if stats.missed_ticks.load(Ordering::Relaxed) >= 2
-            && stats.succeeded.load(Ordering::Relaxed) >= 3
-        {
+        if metrics.missed_ticks() >= 2 && metrics.refreshes("success") >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        stats.missed_ticks.load(Ordering::Relaxed) >= 2,
+        metrics.missed_ticks() >= 2,
         "missed ticks are noticed and counted"
     );
     assert!(
-        stats.succeeded.load(Ordering::Relaxed) >= 3,
+        metrics.refreshes("success") >= 3,
         "the start-up refresh, then one per missed tick"
     );
     stop.send(true).unwrap();

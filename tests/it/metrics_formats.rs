@@ -2,11 +2,8 @@
 //! dashboard and alarm files (against moto).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-mod metrics_support;
-
-use common::{migrated_db, request, spawn_app, wait_for_run};
-use metrics_support::*;
+use crate::common::{migrated_db, request, wait_for_run, TestApp};
+use crate::metrics_support::*;
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -81,7 +78,7 @@ fn emf_lines_follow_the_specification() {
 #[tokio::test]
 async fn prometheus_exposes_refreshes_and_http_requests() {
     let db = migrated_db();
-    let app = spawn_app(&db.url, &[]).await;
+    let app = TestApp::new(&db.url).start().await;
     wait_for_run(&app, 0).await;
     request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
     request(app.addr, "GET", "/nope", &[]).await;

@@ -1,24 +1,31 @@
 //! Configuration parsing and secret redaction.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use coworking_analytics::config::{redact, with_dbname, Config, ConfigError, DatabaseTarget};
-use std::collections::HashMap;
+use coworking_analytics::config::{redact, with_dbname, ConfigError, DatabaseTarget, Settings};
 use std::time::Duration;
 
-fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
+/// Parses settings given as (variable, value) pairs, through the flags clap derives from the variables (the
+/// process environment is shared by every test thread, so it is not changed here; tests/it/cli.rs sets real
+/// variables on the binary).
+fn parse(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let args = pairs
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+        .map(|(k, v)| format!("--{}={v}", k.to_ascii_lowercase().replace('_', "-")));
+    Settings::from_args(args)
+}
+
+fn target(pairs: &[(&str, &str)]) -> Result<DatabaseTarget, ConfigError> {
+    parse(pairs)?.database.target()
 }
 
 #[test]
 fn defaults_match_the_old_service() {
-    let c = Config::from_map(&env(&[("DB_USERNAME", "u"), ("DB_PASSWORD", "p")])).unwrap();
+    let s = parse(&[("DB_USERNAME", "u"), ("DB_PASSWORD", "p")]).unwrap();
+    let c = &s.config;
     assert_eq!(c.app_port, 5153);
-    assert_eq!(c.refresh_schedule, "*/30 * * * * *");
+    assert_eq!(c.refresh_schedule.expr(), "*/30 * * * * *");
     assert_eq!(c.readiness_max_age, Duration::from_secs(3600));
-    match &c.database {
+    match &s.database.target().unwrap() {
         DatabaseTarget::Parts {
             host, port, name, ..
         } => {
@@ -33,31 +40,26 @@ fn defaults_match_the_old_service() {
 
 #[test]
 fn database_url_replaces_the_parts() {
-    let c = Config::from_map(&env(&[("DATABASE_URL", "postgres://a:b@h/d")])).unwrap();
-    assert!(matches!(c.database, DatabaseTarget::Url(_)));
+    let t = target(&[("DATABASE_URL", "postgres://a:b@h/d")]).unwrap();
+    assert!(matches!(t, DatabaseTarget::Url(_)));
 }
 
 #[test]
 fn empty_password_is_allowed_but_missing_is_not() {
-    assert!(Config::from_map(&env(&[("DB_USERNAME", "u"), ("DB_PASSWORD", "")])).is_ok());
-    let e = Config::from_map(&env(&[("DB_USERNAME", "u")])).unwrap_err();
+    assert!(target(&[("DB_USERNAME", "u"), ("DB_PASSWORD", "")]).is_ok());
+    let e = target(&[("DB_USERNAME", "u")]).unwrap_err();
     assert_eq!(e.variable(), "DB_PASSWORD");
     assert!(matches!(e, ConfigError::Missing { .. }));
 }
 
 #[test]
 fn the_password_never_shows_in_debug_or_redacted_forms() {
-    let c = Config::from_map(&env(&[
-        ("DB_USERNAME", "u"),
-        ("DB_PASSWORD", "hunter2 'x'"),
-    ]))
-    .unwrap();
-    assert!(!format!("{c:?}").contains("hunter2"));
-    assert!(!c.database.redacted().contains("hunter2"));
-    assert!(c
-        .database
-        .connection_string()
-        .contains(r"password='hunter2 \'x\''"));
+    let s = parse(&[("DB_USERNAME", "u"), ("DB_PASSWORD", "hunter2 'x'")]).unwrap();
+    let t = s.database.target().unwrap();
+    assert!(!format!("{s:?}").contains("hunter2"));
+    assert!(!format!("{t:?}").contains("hunter2"));
+    assert!(!t.redacted().contains("hunter2"));
+    assert!(t.connection_string().contains(r"password='hunter2 \'x\''"));
 }
 
 #[test]
@@ -103,10 +105,10 @@ fn redaction_never_panics_on_arbitrary_input() {
         let _ = with_dbname(&s, "x");
     });
     proptest!(|(pw in "[^\\x00]*")| {
-        let c = Config::from_map(&env(&[("DB_USERNAME", "u"), ("DB_PASSWORD", &pw)])).unwrap();
-        let conn = c.database.connection_string();
+        let t = target(&[("DB_USERNAME", "u"), ("DB_PASSWORD", &pw)]).unwrap();
+        let conn = t.connection_string();
         let quoted = format!("password='{}'", pw.replace('\\', "\\\\").replace('\'', "\\'"));
-        let redacted = c.database.redacted();
+        let redacted = t.redacted();
         prop_assert!(conn.contains(&quoted));
         prop_assert!(!redacted.contains(&quoted), "{}", redacted);
         prop_assert!(conn.contains("password='"));

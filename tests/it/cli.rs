@@ -2,9 +2,8 @@
 //! JSON log lines, `seed` determinism and the checked-in demo data.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::migrated_db;
+use crate::common;
+use crate::common::migrated_db;
 use diesel::connection::SimpleConnection;
 use std::process::{Command, Output};
 

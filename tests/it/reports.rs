@@ -1,9 +1,8 @@
 //! Report semantics on hand-made data with the edge cases, and the exact bytes of both bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{add_token, add_user, migrated_db};
+use crate::common;
+use crate::common::{add_token, add_user, migrated_db};
 use coworking_analytics::cache::Snapshot;
 use coworking_analytics::db::queries;
 use coworking_analytics::refresh::{self, Mode, Outcome};
@@ -19,7 +18,7 @@ fn refresh_and_render(conn: &mut diesel::PgConnection) -> Snapshot {
     )
 }
 
-use common::assert_rollups_match_definition;
+use crate::common::assert_rollups_match_definition;
 
 #[test]
 fn edge_cases_give_the_old_services_numbers_and_bytes() {

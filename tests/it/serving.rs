@@ -2,10 +2,8 @@
 //! filtered and compressed representations, Cache-Control, the OpenAPI document and the dashboard page.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use crate::common::{migrated_db, request, wait_for_run, TestApp};
 use chrono::NaiveDate;
-use common::{migrated_db, request, spawn_app, wait_for_run};
 use coworking_analytics::cache::ReportCache;
 use coworking_analytics::db::queries;
 use coworking_analytics::http::caching::CachePolicy;
@@ -130,7 +128,10 @@ fn filtered_reports_equal_the_definition_restricted_to_the_filter() {
 async fn compression_validators_and_caching_headers_on_a_real_socket() {
     let db = migrated_db();
     seed::load(&mut db.conn(), PARAMS).unwrap();
-    let app = spawn_app(&db.url, &[("REFRESH_SCHEDULE", "*/30 * * * * *")]).await;
+    let app = TestApp::new(&db.url)
+        .with(|c| c.refresh_schedule = "*/30 * * * * *".parse().unwrap())
+        .start()
+        .await;
     wait_for_run(&app, 0).await;
     let gz = [("Accept-Encoding", "br;q=1, gzip;q=0.5")];
 
@@ -245,7 +246,7 @@ async fn the_openapi_document_describes_every_route() {
         "the document and the parser agree"
     );
     let db = migrated_db();
-    let app = spawn_app(&db.url, &[]).await;
+    let app = TestApp::new(&db.url).start().await;
     let served = request(app.addr, "GET", "/openapi.json", &[]).await;
     assert_eq!(served.status, 200);
     assert_eq!(served.text(), OPENAPI);

@@ -1,8 +1,9 @@
 //! One refresh run: recompute the rollup tables from the base tables in a single REPEATABLE READ transaction,
 //! record the run, notify the other replicas, commit.
 //!
-//! This is the seam between the worker (when to refresh) and the database (what a refresh does): the worker,
-//! the `refresh` command and the tests all call [`run`]. Only one writer runs at a time across every replica and
+//! This is the seam between the worker (when to refresh) and the database (what a refresh does): the worker and
+//! the `refresh` command call it through one [`Runner`] (which also records, logs and publishes the outcome);
+//! the tests call [`run`] directly. Only one writer runs at a time across every replica and
 //! CronJob: the transaction first takes a transaction-scoped advisory lock with `pg_try_advisory_xact_lock`
 //! (safe behind PgBouncer in transaction mode) and, if another writer holds it, returns [`Outcome::Skipped`]
 //! without touching anything. Having won the lock, it updates the `refresh_writer` lease row, which fails with a
@@ -12,6 +13,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::PgConnection;
 use diesel::result::{DatabaseErrorKind, Error};
 use std::time::{Duration, Instant};
+
+pub mod runner;
+
+pub use runner::{RunError, Runner};
 
 use crate::db::incremental;
 use crate::db::queries::{self, NewRun, RecomputeCounts};

@@ -2,9 +2,8 @@
 //! response completes, the refresh commits, the process exits 0 before SHUTDOWN_TIMEOUT.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{assert_rollups_match_definition, migrated_db};
+use crate::common;
+use crate::common::{assert_rollups_match_definition, migrated_db};
 use coworking_analytics::seed::{self, SeedParams};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;

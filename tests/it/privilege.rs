@@ -3,18 +3,17 @@
 //! tables (the capture triggers are SECURITY DEFINER).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{
-    add_one_checkin, add_token, assert_rollups_match_definition, migrated_db, request, spawn_app,
-    total_visits, wait_for_run,
+use crate::common;
+use crate::common::{
+    add_one_checkin, add_token, assert_rollups_match_definition, migrated_db, request,
+    total_visits, wait_for_run, TestApp,
 };
 use coworking_analytics::db::{self, MigratePolicy};
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
-const APP_ROLE_SQL: &str = include_str!("../db/03_app_role.sql");
+const APP_ROLE_SQL: &str = include_str!("../../db/03_app_role.sql");
 
 /// `url` with the user replaced (the test cluster trusts local roles without a password).
 fn as_user(url: &str, user: &str) -> String {
@@ -56,7 +55,10 @@ async fn the_service_runs_under_the_app_role_which_cannot_touch_anything_else() 
     // Applying migrations is not possible under this role; checking them is.
     db::prepare_schema(&mut app, MigratePolicy::Check).unwrap();
 
-    let service = spawn_app(&app_url, &[("DB_MIGRATE", "check")]).await;
+    let service = TestApp::new(&app_url)
+        .with(|c| c.db_migrate = coworking_analytics::db::MigratePolicy::Check)
+        .start()
+        .await;
     let first = wait_for_run(&service, 0).await;
     let body = request(service.addr, "GET", "/api/reports/daily_usage", &[]).await;
     assert_eq!(body.status, 200);

@@ -1,0 +1,124 @@
+//! What each subcommand does, once `main` has parsed the command line and the configuration: `serve`,
+//! `refresh` (one run for a CronJob, through the same [`Runner`] as the worker), `migrate`, `seed`, `demo`.
+
+use slog::{info, Logger};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cli::{RefreshArgs, SeedArgs};
+use crate::config::{Config, DatabaseTarget};
+use crate::metrics::Metrics;
+use crate::refresh::{self, Mode, Runner};
+use crate::seed::SeedParams;
+use crate::{app, db, seed};
+
+/// The whole of a one-shot `refresh`, delivering its metrics included, stays within this when the refresh itself
+/// is quick (a CronJob's pod should not linger on an unreachable CloudWatch).
+const REFRESH_EXIT_BUDGET: Duration = Duration::from_secs(10);
+/// Kept back from that budget for the process's own exit.
+const EXIT_MARGIN: Duration = Duration::from_millis(500);
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn serve(config: &Config, database: &DatabaseTarget, log: &Logger) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.app_port)).await?;
+        let service = app::start(config, database, listener, log.clone())?;
+        app::wait_for_signal().await;
+        service.shutdown(config.shutdown_timeout).await;
+        Ok(())
+    })
+}
+
+pub fn migrate(database: &DatabaseTarget, log: &Logger) -> anyhow::Result<()> {
+    let mut conn = db::connect(&database.connection_string())?;
+    let applied = db::migrate(&mut conn)?;
+    info!(log, "migrations applied"; "applied" => applied.join(","));
+    Ok(())
+}
+
+pub fn seed_params(args: &SeedArgs) -> SeedParams {
+    SeedParams {
+        users: args.users,
+        tokens: args.tokens,
+        days: args.days,
+        end: args.end,
+        seed: args.seed,
+    }
+}
+
+pub fn seed_database(
+    args: &SeedArgs,
+    database: &DatabaseTarget,
+    log: &Logger,
+) -> anyhow::Result<()> {
+    let mut conn = db::connect(&database.connection_string())?;
+    db::migrate(&mut conn)?;
+    let (users, tokens) = seed::load(&mut conn, seed_params(args))?;
+    info!(log, "seeded"; "users" => users, "tokens" => tokens);
+    Ok(())
+}
+
+/// `refresh`: one run (or, with `--dry-run`, what it would do). The run's metrics go through the same sink as
+/// the worker's, which gets what is left of [`REFRESH_EXIT_BUDGET`] to deliver them before the process exits.
+pub fn refresh(
+    args: &RefreshArgs,
+    config: &Config,
+    database: &DatabaseTarget,
+    log: &Logger,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mode = match (args.full, args.from, args.to) {
+        (true, ..) => Mode::Full,
+        // main refused a reversed range before reading the configuration.
+        (false, Some(from), Some(to)) => Mode::Range { from, to },
+        _ => Mode::Incremental,
+    };
+    let conn_str = database.connection_string();
+    if args.dry_run {
+        let mut conn = db::connect(&conn_str)?;
+        db::prepare_schema(&mut conn, config.db_migrate)?;
+        print!("{}", refresh::dry_run(&mut conn, mode)?);
+        return Ok(());
+    }
+    let rt = runtime()?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (publisher, sink) = rt.block_on(async { app::start_sink(config, &stop_rx, log) });
+    let metrics = Arc::new(Metrics::new(publisher));
+    let pool = db::pool(&conn_str, 1, config.db_statement_timeout);
+    let runner = Runner::new(
+        pool.clone(),
+        None,
+        Arc::clone(&metrics),
+        app::host_name(),
+        log.new(slog::o!("task" => "refresh")),
+    );
+    // A database that cannot be reached or is not migrated is this run's failure: counted and logged as such.
+    let conn = pool.get().map_err(db::DbError::from).and_then(|mut conn| {
+        db::prepare_schema(&mut conn, config.db_migrate)?;
+        Ok(conn)
+    });
+    let outcome = runner.run_on(conn, mode);
+    let _ = stop.send(true);
+    let deadline = (started + REFRESH_EXIT_BUDGET - EXIT_MARGIN).max(Instant::now() + EXIT_MARGIN);
+    let delivered = rt.block_on(async { tokio::time::timeout_at(deadline.into(), sink).await });
+    if delivered.is_err() || metrics.dropped() > 0 {
+        slog::warn!(log, "metrics not delivered before exit";
+            "dropped_total" => metrics.dropped(),
+            "waited_ms" => started.elapsed().as_millis() as u64);
+    }
+    rt.shutdown_background();
+    outcome?;
+    Ok(())
+}
+
+/// `demo`: the service on a private PostgreSQL with the demo data.
+#[cfg(feature = "dev-tools")]
+pub fn demo(config: &Config, log: &Logger) -> anyhow::Result<()> {
+    runtime()?.block_on(crate::demo::run(config, log.clone()))?;
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The one place that runs a refresh and deals with its outcome, for the worker and the one-shot `refresh`
+//! command alike: run [`super::run`] in a mode, bring this replica's cache up to it (when the process serves
+//! one), count the outcome in the metrics, log it, and publish the dashboard figures.
+//!
+//! Logging follows the state, not the tick: the first failure of a streak is an ERROR line, the attempts after it
+//! only DEBUG (they are counted in `RefreshFailures`), and the first success after a streak says `refresh
+//! recovered`. The runner is blocking (diesel); the worker calls it on tokio's blocking pool.
+
+use slog::{debug, error, info, warn, Logger};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Mode, Outcome, RefreshError};
+use crate::cache::ReportCache;
+use crate::db::{queries, DbError, PgPool, PgPooled};
+use crate::metrics::Metrics;
+use diesel::PgConnection;
+
+/// How often the dashboard figures are computed (they cost a query).
+const FIGURES_EVERY: Duration = Duration::from_secs(60);
+
+/// Why a run did not happen or did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
+}
+
+/// Runs refreshes and records their outcome. Share it behind an `Arc`.
+pub struct Runner {
+    pool: PgPool,
+    /// This replica's cache, loaded after each committed run (`None` for the one-shot command).
+    cache: Option<Arc<ReportCache>>,
+    metrics: Arc<Metrics>,
+    host: String,
+    log: Logger,
+    /// Consecutive failed runs (0 after a success or a skip).
+    failures: AtomicU32,
+    /// When the dashboard figures were last published.
+    figures_at: Mutex<Option<Instant>>,
+}
+
+impl Runner {
+    pub fn new(
+        pool: PgPool,
+        cache: Option<Arc<ReportCache>>,
+        metrics: Arc<Metrics>,
+        host: String,
+        log: Logger,
+    ) -> Self {
+        Runner {
+            pool,
+            cache,
+            metrics,
+            host,
+            log,
+            failures: AtomicU32::new(0),
+            figures_at: Mutex::new(None),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn log(&self) -> &Logger {
+        &self.log
+    }
+
+    /// Consecutive failures so far (the worker's backoff).
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Runs one refresh with a connection from the pool and records, logs and publishes its outcome.
+    pub fn run(&self, mode: Mode) -> Result<Outcome, RunError> {
+        self.run_on(self.pool.get().map_err(DbError::from), mode)
+    }
+
+    /// [`Runner::run`] on a connection the caller got (or failed to get: that failure is the run's outcome).
+    pub fn run_on(&self, conn: Result<PgPooled, DbError>, mode: Mode) -> Result<Outcome, RunError> {
+        let result = conn
+            .map_err(RunError::from)
+            .and_then(|mut conn| self.attempt(&mut conn, mode));
+        match &result {
+            Ok(Outcome::Completed(r)) => {
+                self.metrics.record_refresh_success(
+                    r.duration,
+                    r.counts.rows_read,
+                    r.counts.days,
+                    r.counts.users,
+                );
+                let failed = self.failures.swap(0, Ordering::Relaxed);
+                if failed > 0 {
+                    info!(self.log, "refresh recovered"; "failed_attempts" => failed);
+                }
+                info!(self.log, "refresh succeeded";
+                    "run_id" => r.run_id, "mode" => r.mode.as_str(),
+                    "days" => r.counts.days, "users" => r.counts.users,
+                    "rows_read" => r.counts.rows_read, "rows_written" => r.counts.rows_written,
+                    "duration_ms" => r.duration.as_millis() as u64);
+            }
+            Ok(Outcome::Skipped) => {
+                self.metrics.record_refresh_skipped();
+                self.failures.store(0, Ordering::Relaxed);
+                info!(self.log, "refresh skipped: another writer holds the lock"; "mode" => mode.as_str());
+            }
+            Err(e) => {
+                self.metrics.record_refresh_failure();
+                let streak = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if streak == 1 {
+                    error!(self.log, "refresh failed"; "error" => %e, "mode" => mode.as_str());
+                } else {
+                    debug!(self.log, "refresh still failing";
+                        "error" => %e, "mode" => mode.as_str(), "attempt" => streak);
+                }
+            }
+        }
+        result
+    }
+
+    fn attempt(&self, conn: &mut PgConnection, mode: Mode) -> Result<Outcome, RunError> {
+        let outcome = super::run(conn, mode, &self.host)?;
+        if let Outcome::Completed(_) = outcome {
+            if let Some(cache) = &self.cache {
+                cache.sync_from(conn).map_err(DbError::from)?;
+            }
+            self.publish_figures_if_due(conn);
+        }
+        Ok(outcome)
+    }
+
+    /// The dashboard's CloudWatch figures, from the rollups, at most once every [`FIGURES_EVERY`].
+    fn publish_figures_if_due(&self, conn: &mut PgConnection) {
+        let Ok(mut at) = self.figures_at.lock() else {
+            return;
+        };
+        if at.is_some_and(|t| t.elapsed() < FIGURES_EVERY) {
+            return;
+        }
+        *at = Some(Instant::now());
+        let figures = queries::latest_day_checkins(conn)
+            .and_then(|latest| Ok((latest, queries::active_users(conn)?)));
+        match figures {
+            Ok((latest, (d7, d30))) => self.metrics.record_report_figures(latest, d7, d30),
+            Err(e) => warn!(self.log, "cannot compute the dashboard figures"; "error" => %e),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The integration tests, in one test binary (one link of diesel, hyper and the AWS SDK instead of one per file).
+//!
+//! Every module talks to a real PostgreSQL: the first test to need one starts a private cluster ([`common`]),
+//! shared by the whole binary, and each test gets a fresh database cloned from a migrated template.
+//! [`common::TestApp`] starts the service in-process; tests of the binary as an operator runs it spawn
+//! `CARGO_BIN_EXE_coworking-analytics`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod metrics_support;
+
+mod bad_input;
+mod cli;
+mod config;
+mod consistency;
+mod hostile;
+mod http;
+mod incremental;
+mod metrics;
+mod metrics_formats;
+mod migrations;
+mod outage;
+mod privilege;
+mod replicas;
+mod reports;
+mod serving;
+mod shutdown;
