@@ -2,14 +2,14 @@
 //! fonts, no images, no external requests), rendered from the cached rollups whenever the cache takes a new
 //! snapshot, and served like the reports (ETag, gzip).
 //!
-//! Everything written into the page is a number, a date or a fixed label of ours; no text from the database
-//! reaches it, so there is nothing to escape.
+//! The page is a maud template, which escapes every value it interpolates; only the fixed style sheet and the
+//! chart's SVG (numbers and dates, built in [`chart`]) go in unescaped.
 
 pub mod chart;
 pub mod figures;
 
 use chrono::{DateTime, Utc};
-use std::fmt::Write;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 pub use figures::Figures;
 use figures::VISIT_BUCKETS;
@@ -61,28 +61,18 @@ fn thousands(n: i64) -> String {
 }
 
 /// A row of a bar table: label, bar width in percent of the largest, value text.
-fn bar_row(out: &mut String, class: &str, label: &str, pct: f64, value: &str) {
-    let _ = write!(
-        out,
-        "<tr class=\"{class}\"><td>{label}</td><td class=\"b\"><div class=\"bar\" style=\"width:{pct:.1}%\"></div></td>\
-         <td class=\"n\">{value}</td></tr>"
-    );
+fn bar_row(top: bool, label: &str, pct: f64, value: &str) -> Markup {
+    html! {
+        tr class=[top.then_some("top")] {
+            td { (label) }
+            td class="b" { div class="bar" style=(format!("width:{pct:.1}%")) {} }
+            td class="n" { (value) }
+        }
+    }
 }
 
 /// The whole page. `computed_at` and `run_id` are the snapshot's: when and by which refresh the data was made.
 pub fn render(f: &Figures, computed_at: DateTime<Utc>, run_id: i64) -> Vec<u8> {
-    let mut out = String::with_capacity(8192 + f.series.len() * 110);
-    let when = computed_at.format("%Y-%m-%d %H:%M:%S UTC");
-    let _ = write!(
-        out,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <link rel=\"icon\" href=\"data:,\"><title>Coworking usage</title><style>{STYLE}</style></head><body><main>\
-         <h1>Coworking usage</h1><p class=\"muted\" id=\"computed-at\">Data computed at \
-         <time datetime=\"{}\">{when}</time> by refresh run {run_id}.</p>",
-        computed_at.format("%Y-%m-%dT%H:%M:%SZ"),
-    );
-
     let avg = if f.active_days > 0 {
         f.total_checkins as f64 / f.active_days as f64
     } else {
@@ -92,95 +82,93 @@ pub fn render(f: &Figures, computed_at: DateTime<Utc>, run_id: i64) -> Vec<u8> {
         || "none yet".to_owned(),
         |(d, n)| format!("{} ({})", d.format("%Y-%m-%d"), thousands(n)),
     );
-    let _ = write!(
-        out,
-        "<ul class=\"totals\" id=\"totals\">\
-         <li><b data-figure=\"checkins\">{}</b>check-ins</li>\
-         <li><b data-figure=\"tokens\">{}</b>tokens issued</li>\
-         <li><b data-figure=\"members\">{}</b>members with tokens</li>\
-         <li><b data-figure=\"days\">{}</b>days with check-ins</li>\
-         <li><b>{avg:.1}</b>check-ins per active day</li>\
-         <li><b>{}</b>median tokens per member</li></ul>",
-        thousands(f.total_checkins),
-        thousands(f.total_tokens),
-        thousands(f.members as i64),
-        thousands(f.active_days as i64),
-        thousands(f.median_visits),
-    );
-
-    // The daily chart.
-    let first = f
-        .series
-        .first()
-        .map(|(d, _)| d.format("%Y-%m-%d").to_string());
-    let last = f
-        .series
-        .last()
-        .map(|(d, _)| d.format("%Y-%m-%d").to_string());
-    let _ = write!(
-        out,
-        "<section class=\"card\" id=\"daily\"><h2>Check-ins per day</h2>\
-         <p class=\"muted\">{} days shown; busiest day {busiest}. Scale 0 to {}.</p>{}\
-         <div class=\"axis\"><span>{}</span><span>{}</span></div></section>",
-        f.series.len(),
-        thousands(chart::y_max_label(&f.series)),
-        chart::svg(&f.series),
-        first.unwrap_or_default(),
-        last.unwrap_or_default(),
-    );
-
-    // Weekdays and the visits distribution.
-    out.push_str(
-        "<div class=\"grid2\"><section class=\"card\" id=\"weekdays\"><h2>Busiest weekdays</h2>",
-    );
+    let day = |i: Option<&(chrono::NaiveDate, i64)>| {
+        i.map(|(d, _)| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    };
     let top_day = f.busiest_weekday();
-    match top_day {
-        Some(w) => {
-            let _ = write!(
-                out,
-                "<p class=\"muted\">Average check-ins per weekday; the busiest is {}.</p><table>",
-                WEEKDAYS[w]
-            );
-        }
-        None => out.push_str("<p class=\"muted\">No check-ins yet.</p><table>"),
-    }
     let max_avg = f.weekday_avg.iter().copied().fold(0.0, f64::max);
-    for (w, name) in WEEKDAYS.iter().enumerate() {
-        let pct = if max_avg > 0.0 {
-            100.0 * f.weekday_avg[w] / max_avg
-        } else {
-            0.0
-        };
-        let class = if top_day == Some(w) { "top" } else { "" };
-        bar_row(
-            &mut out,
-            class,
-            name,
-            pct,
-            &format!("{:.1}", f.weekday_avg[w]),
-        );
-    }
-    out.push_str(
-        "</table></section><section class=\"card\" id=\"visits\"><h2>Tokens per member</h2>\
-         <p class=\"muted\">How many members have how many tokens (used or not).</p><table>",
-    );
     let max_bucket = f.visit_buckets.iter().copied().max().unwrap_or(0).max(1);
-    for (b, &(lo, hi)) in VISIT_BUCKETS.iter().enumerate() {
-        let label = match (lo, hi) {
-            (lo, hi) if lo == hi => lo.to_string(),
-            (lo, i64::MAX) => format!("{lo} or more"),
-            (lo, hi) => format!("{lo}&ndash;{hi}"),
-        };
-        let count = f.visit_buckets[b];
-        let pct = 100.0 * count as f64 / max_bucket as f64;
-        bar_row(&mut out, "", &label, pct, &thousands(count as i64));
-    }
-    out.push_str(
-        "</table></section></div><footer>The same figures as JSON: \
-         <a href=\"/api/reports/daily_usage\">daily usage</a>, \
-         <a href=\"/api/reports/user_visits\">user visits</a>; \
-         <a href=\"/openapi.json\">API description</a>.</footer></main></body></html>\n",
-    );
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                link rel="icon" href="data:,";
+                title { "Coworking usage" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main {
+                h1 { "Coworking usage" }
+                p class="muted" id="computed-at" {
+                    "Data computed at "
+                    time datetime=(computed_at.format("%Y-%m-%dT%H:%M:%SZ").to_string()) {
+                        (computed_at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    }
+                    " by refresh run " (run_id) "."
+                }
+                ul class="totals" id="totals" {
+                    li { b data-figure="checkins" { (thousands(f.total_checkins)) } "check-ins" }
+                    li { b data-figure="tokens" { (thousands(f.total_tokens)) } "tokens issued" }
+                    li { b data-figure="members" { (thousands(f.members as i64)) } "members with tokens" }
+                    li { b data-figure="days" { (thousands(f.active_days as i64)) } "days with check-ins" }
+                    li { b { (format!("{avg:.1}")) } "check-ins per active day" }
+                    li { b { (thousands(f.median_visits)) } "median tokens per member" }
+                }
+                section class="card" id="daily" {
+                    h2 { "Check-ins per day" }
+                    p class="muted" {
+                        (f.series.len()) " days shown; busiest day " (busiest) ". Scale 0 to "
+                        (thousands(chart::y_max_label(&f.series))) "."
+                    }
+                    (PreEscaped(chart::svg(&f.series)))
+                    div class="axis" { span { (day(f.series.first())) } span { (day(f.series.last())) } }
+                }
+                div class="grid2" {
+                    section class="card" id="weekdays" {
+                        h2 { "Busiest weekdays" }
+                        p class="muted" {
+                            @match top_day {
+                                Some(w) => { "Average check-ins per weekday; the busiest is " (WEEKDAYS[w]) "." }
+                                None => { "No check-ins yet." }
+                            }
+                        }
+                        table {
+                            @for (w, name) in WEEKDAYS.iter().enumerate() {
+                                @let pct = if max_avg > 0.0 { 100.0 * f.weekday_avg[w] / max_avg } else { 0.0 };
+                                (bar_row(top_day == Some(w), name, pct, &format!("{:.1}", f.weekday_avg[w])))
+                            }
+                        }
+                    }
+                    section class="card" id="visits" {
+                        h2 { "Tokens per member" }
+                        p class="muted" { "How many members have how many tokens (used or not)." }
+                        table {
+                            @for (b, &(lo, hi)) in VISIT_BUCKETS.iter().enumerate() {
+                                @let label = match (lo, hi) {
+                                    (lo, hi) if lo == hi => lo.to_string(),
+                                    (lo, i64::MAX) => format!("{lo} or more"),
+                                    (lo, hi) => format!("{lo}\u{2013}{hi}"),
+                                };
+                                @let count = f.visit_buckets[b];
+                                (bar_row(false, &label, 100.0 * count as f64 / max_bucket as f64,
+                                    &thousands(count as i64)))
+                            }
+                        }
+                    }
+                }
+                footer {
+                    "The same figures as JSON: "
+                    a href="/api/reports/daily_usage" { "daily usage" } ", "
+                    a href="/api/reports/user_visits" { "user visits" } "; "
+                    a href="/openapi.json" { "API description" } "."
+                }
+            } }
+        }
+    };
+    let mut out = page.into_string();
+    out.push('\n');
     out.into_bytes()
 }
 

@@ -30,43 +30,75 @@ pub struct AppState {
 
 type Resp = Response<Full<Bytes>>;
 
-/// The routes and the methods each allows.
-const ROUTES: &[(&str, &str)] = &[
-    ("/", "GET, HEAD"),
-    ("/api/reports/daily_usage", "GET, HEAD"),
-    ("/api/reports/user_visits", "GET, HEAD"),
-    ("/health_check", "GET, HEAD"),
-    ("/readiness_check", "GET, HEAD"),
-    ("/metrics", "GET, HEAD"),
-    ("/openapi.json", "GET, HEAD"),
-];
+/// Every endpoint. [`handle`] matches it exhaustively: a new route does not compile until it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Dashboard,
+    DailyUsage,
+    UserVisits,
+    Health,
+    Readiness,
+    Metrics,
+    OpenApi,
+}
+
+impl Route {
+    pub const ALL: [Route; 7] = [
+        Route::Dashboard,
+        Route::DailyUsage,
+        Route::UserVisits,
+        Route::Health,
+        Route::Readiness,
+        Route::Metrics,
+        Route::OpenApi,
+    ];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Dashboard => "/",
+            Route::DailyUsage => "/api/reports/daily_usage",
+            Route::UserVisits => "/api/reports/user_visits",
+            Route::Health => "/health_check",
+            Route::Readiness => "/readiness_check",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
+        }
+    }
+
+    /// The methods the route allows (every route is read-only).
+    pub fn allow(self) -> &'static str {
+        "GET, HEAD"
+    }
+
+    pub fn from_path(path: &str) -> Option<Route> {
+        Route::ALL.into_iter().find(|r| r.path() == path)
+    }
+}
 
 /// The OpenAPI 3 description of every route, served as is.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The route label of a path for metrics (unknown paths share one label, so they cannot blow up cardinality).
 pub fn route_label(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map_or("other", |(p, _)| p)
+    Route::from_path(path).map_or("other", Route::path)
 }
 
 /// Answers one request.
 pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
     let path = req.uri().path();
-    let Some(&(route, allow)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+    let Some(route) = Route::from_path(path) else {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("no such endpoint: {path}"),
         );
     };
+    let (path, allow) = (route.path(), route.allow());
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            &format!("{} is not allowed on {route}; use {allow}", req.method()),
+            &format!("{} is not allowed on {path}; use {allow}", req.method()),
         );
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -82,17 +114,17 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
         let mut resp = error(
             StatusCode::BAD_REQUEST,
             "body_not_allowed",
-            &format!("{} {route} takes no request body", req.method()),
+            &format!("{} {path} takes no request body", req.method()),
         );
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return resp;
     }
     match route {
-        "/health_check" => text(StatusCode::OK, "ok"),
-        "/readiness_check" => readiness(state),
-        "/metrics" => prometheus(state),
-        "/openapi.json" => {
+        Route::Health => text(StatusCode::OK, "ok"),
+        Route::Readiness => readiness(state),
+        Route::Metrics => prometheus(state),
+        Route::OpenApi => {
             let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -100,9 +132,9 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
             );
             resp
         }
-        "/" => reports::serve(state, &req, Report::Dashboard),
-        "/api/reports/daily_usage" => reports::serve(state, &req, Report::DailyUsage),
-        _ => reports::serve(state, &req, Report::UserVisits),
+        Route::Dashboard => reports::serve(state, &req, Report::Dashboard),
+        Route::DailyUsage => reports::serve(state, &req, Report::DailyUsage),
+        Route::UserVisits => reports::serve(state, &req, Report::UserVisits),
     }
 }
 

@@ -24,5 +24,6 @@ mod outage;
 mod privilege;
 mod replicas;
 mod reports;
+mod runner;
 mod serving;
 mod shutdown;

@@ -226,4 +226,26 @@ async fn the_refresh_command_publishes_its_run_and_exits_on_time_without_cloudwa
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("\"refresh succeeded\""), "{log}");
     assert!(log.contains("metrics not delivered before exit"), "{log}");
+
+    // CloudWatch accepts the connection and never answers: the delivery wait is cut at the command's budget
+    // (10 s for the whole run, measured by the command itself from its start and reported in the log line).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().flatten().collect();
+        drop(held);
+    });
+    let out = refresh(&format!("http://127.0.0.1:{silent_port}"));
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stdout);
+    let line: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| l["message"] == "metrics not delivered before exit")
+        .unwrap_or_else(|| panic!("{log}"));
+    let waited = line["waited_ms"].as_u64().unwrap();
+    assert!(
+        waited < 10_000,
+        "the whole run stays in its 10 s budget: {line}"
+    );
 }
