@@ -1,4 +1,4 @@
-//! Shared by the metrics tests (tests/metrics.rs, tests/metrics_formats.rs): moto's CloudWatch server on loopback,
+//! Shared by the metrics tests (tests/it/metrics.rs, tests/it/metrics_formats.rs): moto's CloudWatch server on loopback,
 //! a CloudWatch client for it, and the service binary run against it.
 #![allow(dead_code)]
 
