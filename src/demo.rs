@@ -21,6 +21,8 @@ pub enum DemoError {
     Db(#[from] crate::db::DbError),
     #[error("loading the demo data failed: {0}")]
     Load(#[from] diesel::result::Error),
+    #[error("the task starting PostgreSQL failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
     #[error("cannot listen on port {port}: {source}")]
     Bind { port: u16, source: std::io::Error },
 }
@@ -38,12 +40,7 @@ pub fn load_demo_database(pg: &TempPostgres) -> Result<String, DemoError> {
 
 /// Runs the demo until a shutdown signal.
 pub async fn run(config: &Config, log: Logger) -> Result<(), DemoError> {
-    let pg = tokio::task::spawn_blocking(TempPostgres::start)
-        .await
-        .map_err(|e| PgTempError::Io {
-            what: "starting PostgreSQL".into(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+    let pg = tokio::task::spawn_blocking(TempPostgres::start).await??;
     info!(log, "private PostgreSQL started"; "dir" => %pg.dir().display());
     let url = load_demo_database(&pg)?;
     let database = DatabaseTarget::Url(Secret::new(url.clone()));
