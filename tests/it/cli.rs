@@ -330,3 +330,59 @@ fn demo_serves_the_demo_data_and_stops_on_sigint() {
         "the private cluster's directory {dir} is removed"
     );
 }
+
+#[test]
+fn help_lists_every_variable_with_its_default_and_never_a_secret_value() {
+    let vars = run(&["variables"], &[]);
+    assert_eq!(vars.status.code(), Some(0));
+    let vars = String::from_utf8(vars.stdout).unwrap();
+    assert!(vars.lines().count() >= 23, "{vars}");
+    let secrets = [
+        ("DB_PASSWORD", "hunter2"),
+        ("DATABASE_URL", "postgres://u:hunter3@h/d"),
+    ];
+    for cmd in ["serve", "refresh"] {
+        let help = run(&[cmd, "--help"], &secrets);
+        assert_eq!(help.status.code(), Some(0));
+        let help = String::from_utf8(help.stdout).unwrap();
+        for var in vars.lines() {
+            assert!(
+                help.contains(&format!("[env: {var}")),
+                "{cmd} --help lacks {var}"
+            );
+        }
+        assert!(help.contains("[default: \"*/30 * * * * *\"]"), "{help}");
+        assert!(!help.contains("hunter"), "{help}");
+    }
+}
+
+#[test]
+fn an_empty_variable_means_the_default_but_an_empty_password_is_a_password() {
+    let db = migrated_db();
+    let out = run(
+        &["refresh"],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("DB_POOL_SIZE", ""),
+            ("LOG_LEVEL", ""),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(
+        &["refresh"],
+        &[("DB_USERNAME", "u"), ("DB_PASSWORD", ""), ("DB_PORT", "1")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a connection failure, not a missing variable: {}",
+        stderr(&out)
+    );
+    let out = run(&["refresh"], &[("DB_USERNAME", ""), ("DB_PASSWORD", "p")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("DB_USERNAME is required"),
+        "{}",
+        stderr(&out)
+    );
+}
