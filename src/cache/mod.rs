@@ -23,6 +23,8 @@ pub use rendered::{Encoded, Rendered};
 pub struct ReportData {
     /// The run that produced these rollup contents.
     pub data_version: i64,
+    /// When that run committed: the reports' `Last-Modified` (it stays put across runs that change nothing).
+    pub changed_at: DateTime<Utc>,
     pub daily_usage: Rendered,
     pub user_visits: Rendered,
     pub days: Vec<DayRow>,
@@ -47,6 +49,7 @@ impl Snapshot {
     pub fn from_rollups(rollups: Rollups) -> Self {
         let data = Arc::new(ReportData {
             data_version: rollups.run.data_version,
+            changed_at: rollups.changed_at,
             daily_usage: report::daily_usage(&rollups.days),
             user_visits: report::user_visits(&rollups.users),
             figures: Figures::compute(&rollups.days, &rollups.users),

@@ -7,7 +7,7 @@
 //! [`MAX_USER_IDS`](super::query::MAX_USER_IDS) users) and caching every combination would be unbounded.
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use flate2::Compression;
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
@@ -71,11 +71,12 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
         Ok(c) => c,
         Err(e) => return bad_parameter(&e),
     };
-    let not_modified = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| etag_matches(v, &chosen.etag));
+    // The representation changes with the data; the dashboard page also shows the run, so it changes with it.
+    let last_modified = match report {
+        Report::Dashboard => snap.computed_at,
+        _ => snap.data.changed_at,
+    };
+    let not_modified = not_modified(req.headers(), &chosen.etag, last_modified);
     let mut resp = if not_modified {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -101,8 +102,7 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
     }
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     headers.insert(header::CACHE_CONTROL, state.cache_policy.header(now));
-    let last_modified = snap
-        .computed_at
+    let last_modified = last_modified
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string();
     if let Ok(v) = HeaderValue::from_str(&last_modified) {
@@ -218,6 +218,22 @@ fn bad_parameter(e: &QueryError) -> Resp {
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): `W/` prefixes are ignored; `*` matches.
+/// RFC 9110 13.2.2: `If-None-Match` decides when present; otherwise `If-Modified-Since` answers 304 when the
+/// representation has not changed since that date (HTTP dates have whole seconds; an unparsable one is ignored).
+pub fn not_modified(headers: &hyper::HeaderMap, etag: &str, changed_at: DateTime<Utc>) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(inm) = text(header::IF_NONE_MATCH) {
+        return etag_matches(inm, etag);
+    }
+    text(header::IF_MODIFIED_SINCE)
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .is_some_and(|since| changed_at.timestamp() <= DateTime::<Utc>::from(since).timestamp())
+}
+
 pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     if_none_match.split(',').map(str::trim).any(|candidate| {
         candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag

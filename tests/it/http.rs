@@ -246,3 +246,84 @@ async fn a_tick_that_does_not_come_is_noticed_and_the_refresh_still_runs() {
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn if_modified_since_and_a_last_modified_that_moves_only_with_the_data() {
+    use coworking_analytics::refresh::{self, Mode};
+    let db = migrated_db();
+    common::add_one_checkin(&mut db.conn());
+    let app = TestApp::new(&db.url).start().await;
+    let first = wait_for_run(&app, 0).await;
+    let path = "/api/reports/daily_usage";
+    let r = request(app.addr, "GET", path, &[]).await;
+    let (etag, since) = (
+        r.header("etag").unwrap().to_owned(),
+        r.header("last-modified").unwrap().to_owned(),
+    );
+    let get = |headers: Vec<(&'static str, String)>| {
+        let addr = app.addr;
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            request(addr, "GET", path, &h).await
+        }
+    };
+    assert_eq!(
+        get(vec![("If-Modified-Since", since.clone())]).await.status,
+        304
+    );
+    let earlier = "Mon, 01 Jan 2001 00:00:00 GMT".to_owned();
+    assert_eq!(
+        get(vec![("If-Modified-Since", earlier.clone())])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(vec![("If-Modified-Since", "not a date".into())])
+            .await
+            .status,
+        200
+    );
+    // If-None-Match takes precedence: a non-matching tag means 200 whatever the date says.
+    let both = vec![
+        ("If-None-Match", "\"other\"".to_owned()),
+        ("If-Modified-Since", since.clone()),
+    ];
+    assert_eq!(get(both).await.status, 200);
+    let both = vec![
+        ("If-None-Match", etag.clone()),
+        ("If-Modified-Since", earlier),
+    ];
+    assert_eq!(get(both).await.status, 304);
+
+    // A refresh that changes nothing: a new run is served, Last-Modified stays put.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refresh::run(&mut db.conn(), Mode::Incremental, "test").unwrap();
+    let second = wait_for_run(&app, first).await;
+    let r = request(app.addr, "GET", path, &[]).await;
+    assert_eq!(
+        r.header("x-refresh-run-id"),
+        Some(second.to_string().as_str())
+    );
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    assert_eq!(r.header("last-modified"), Some(since.as_str()));
+    assert_eq!(
+        get(vec![("If-Modified-Since", since.clone())]).await.status,
+        304
+    );
+
+    // A refresh that changes the data moves it, and the old date no longer validates.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    add_token(
+        &mut db.conn(),
+        1,
+        "2023-02-01 11:00:00",
+        Some("2023-02-01 11:01:00"),
+    );
+    refresh::run(&mut db.conn(), Mode::Incremental, "test").unwrap();
+    wait_for_run(&app, second).await;
+    let r = request(app.addr, "GET", path, &[]).await;
+    assert_ne!(r.header("last-modified"), Some(since.as_str()));
+    assert_eq!(get(vec![("If-Modified-Since", since)]).await.status, 200);
+    app.shutdown(Duration::from_secs(5)).await;
+}
