@@ -27,6 +27,7 @@ diesel::table! {
         host -> Text,
         data_version -> Int8,
         error -> Nullable<Text>,
+        runs -> Int4,
     }
 }
 

@@ -199,6 +199,31 @@ pub fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> QueryResult<i64>
         .get_result(conn)
 }
 
+/// Records a failed run: the newest history row, if it is a failure, becomes this run's (one more in its
+/// streak, with this run's error and time); otherwise a new row. Returns the row's id.
+pub fn record_failure(conn: &mut PgConnection, run: &NewRun<'_>) -> QueryResult<i64> {
+    let latest: Option<(i64, String)> = refresh_runs::table
+        .order(refresh_runs::id.desc())
+        .select((refresh_runs::id, refresh_runs::outcome))
+        .first(conn)
+        .optional()?;
+    match latest {
+        Some((id, outcome)) if outcome == "failure" => {
+            diesel::update(refresh_runs::table.find(id))
+                .set((
+                    refresh_runs::runs.eq(refresh_runs::runs + 1),
+                    refresh_runs::finished_at.eq(run.finished_at),
+                    refresh_runs::mode.eq(run.mode),
+                    refresh_runs::host.eq(run.host),
+                    refresh_runs::error.eq(run.error),
+                ))
+                .execute(conn)?;
+            Ok(id)
+        }
+        _ => insert_run(conn, run),
+    }
+}
+
 /// Marks run `id` as the one whose rollup contents are current.
 pub fn set_data_version_to_self(conn: &mut PgConnection, id: i64) -> QueryResult<()> {
     diesel::update(refresh_runs::table.find(id))
@@ -244,6 +269,9 @@ pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollups {
     pub run: RunStamp,
+    /// When the run that last changed the contents (`run.data_version`) committed: the reports'
+    /// `Last-Modified`. The newest run's time if that run's row was pruned from the history.
+    pub changed_at: DateTime<Utc>,
     pub days: Vec<DayRow>,
     pub users: Vec<UserRow>,
 }
@@ -257,8 +285,19 @@ pub fn load_rollups(conn: &mut PgConnection) -> QueryResult<Option<Rollups>> {
             let Some(run) = latest_success(conn)? else {
                 return Ok(None);
             };
+            let changed_at = refresh_runs::table
+                .find(run.data_version)
+                .select(refresh_runs::finished_at)
+                .first::<DateTime<Utc>>(conn)
+                .optional()?
+                .unwrap_or(run.finished_at);
             let (days, users) = rollup_contents(conn)?;
-            Ok(Some(Rollups { run, days, users }))
+            Ok(Some(Rollups {
+                run,
+                changed_at,
+                days,
+                users,
+            }))
         })
 }
 

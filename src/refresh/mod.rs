@@ -80,8 +80,9 @@ pub enum RefreshError {
     },
 }
 
-/// Runs one refresh on `conn`. On failure everything the run wrote is rolled back, and a failure row is added
-/// to the history in a separate transaction (best effort: the database may be the thing that failed).
+/// Runs one refresh on `conn`. On failure everything the run wrote is rolled back, and the failure is recorded
+/// in the history in a separate statement (best effort: the database may be the thing that failed), one row per
+/// streak of failures ([`queries::record_failure`]).
 pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, RefreshError> {
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -98,7 +99,7 @@ pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, R
     };
     result.map_err(|source: diesel::result::Error| {
         let message = source.to_string();
-        let _ = queries::insert_run(
+        let _ = queries::record_failure(
             conn,
             &NewRun {
                 started_at,

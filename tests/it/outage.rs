@@ -270,3 +270,62 @@ fn a_refresh_cut_off_by_the_database_leaves_the_rollups_as_they_were() {
     assert_rollups_match_definition(&mut conn);
     assert_ne!(rollups(&mut conn), before);
 }
+
+#[test]
+fn a_failure_streak_is_one_history_row_with_its_count_and_last_error() {
+    use coworking_analytics::refresh::{self, Mode};
+    let db = migrated_db();
+    let mut conn = db.conn();
+    conn.batch_execute("SET statement_timeout = '300ms'")
+        .unwrap();
+    let rows = |conn: &mut PgConnection| -> Vec<(String, i32)> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            outcome: String,
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            runs: i32,
+        }
+        diesel::sql_query("SELECT outcome, runs FROM refresh_runs ORDER BY id")
+            .load::<Row>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.outcome, r.runs))
+            .collect()
+    };
+    refresh::run(&mut conn, Mode::Incremental, "test").unwrap();
+    // The writer lease is locked away: every run waits for it until the statement timeout fails the run.
+    let mut holder = db.conn();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE refresh_writer IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    for _ in 0..3 {
+        assert!(refresh::run(&mut conn, Mode::Incremental, "test").is_err());
+    }
+    assert_eq!(
+        rows(&mut conn),
+        [("success".into(), 1), ("failure".into(), 3)]
+    );
+    holder.batch_execute("ROLLBACK").unwrap();
+    refresh::run(&mut conn, Mode::Incremental, "test").unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE refresh_writer IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    assert!(refresh::run(&mut conn, Mode::Incremental, "test").is_err());
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(
+        rows(&mut conn),
+        [
+            ("success".into(), 1),
+            ("failure".into(), 3),
+            ("success".into(), 1),
+            ("failure".into(), 1)
+        ]
+    );
+    let error: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+        "(SELECT error FROM refresh_runs WHERE runs = 3)",
+    ))
+    .get_result(&mut conn)
+    .unwrap();
+    assert!(error.contains("statement timeout"), "{error}");
+}
