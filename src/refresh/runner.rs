@@ -6,7 +6,7 @@
 //! only DEBUG (they are counted in `RefreshFailures`), and the first success after a streak says `refresh
 //! recovered`. The runner is blocking (diesel); the worker calls it on tokio's blocking pool.
 
-use slog::{debug, error, info, warn, Logger};
+use slog::{debug, error, info, trace, warn, Logger};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,6 +82,7 @@ impl Runner {
 
     /// [`Runner::run`] on a connection the caller got (or failed to get: that failure is the run's outcome).
     pub fn run_on(&self, conn: Result<PgPooled, DbError>, mode: Mode) -> Result<Outcome, RunError> {
+        debug!(self.log, "refresh starting"; "mode" => mode.as_str(), "connected" => conn.is_ok());
         let result = conn
             .map_err(RunError::from)
             .and_then(|mut conn| self.attempt(&mut conn, mode));
@@ -124,6 +125,7 @@ impl Runner {
 
     fn attempt(&self, conn: &mut PgConnection, mode: Mode) -> Result<Outcome, RunError> {
         let outcome = super::run(conn, mode, &self.host)?;
+        trace!(self.log, "refresh transaction ended"; "outcome" => format!("{outcome:?}"));
         if let Outcome::Completed(_) = outcome {
             if let Some(cache) = &self.cache {
                 cache.sync_from(conn).map_err(DbError::from)?;
