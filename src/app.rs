@@ -57,7 +57,12 @@ pub fn start(
 ) -> std::io::Result<Service> {
     let addr = listener.local_addr()?;
     let conn_str = database.connection_string();
-    let pool = db::pool(&conn_str, config.db_pool_size, config.db_statement_timeout);
+    let pool = db::pool(
+        &conn_str,
+        config.db_pool_size,
+        config.db_statement_timeout,
+        config.db_pool_mode,
+    );
     let cache = Arc::new(ReportCache::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (metrics, sink) = start_metrics(config, &cache, &shutdown_rx, &log);
@@ -78,33 +83,42 @@ pub fn start(
     ));
 
     let follower = tokio::spawn(follower::run(
-        conn_str,
+        config.listen_target(database),
         pool.clone(),
         Arc::clone(&cache),
         config.follow_poll_interval,
         shutdown_rx.clone(),
         log.new(slog::o!("task" => "follower")),
     ));
-    let runner = Arc::new(Runner::new(
-        pool,
-        Some(Arc::clone(&cache)),
-        Arc::clone(&metrics),
-        host_name(),
-        log.new(slog::o!("task" => "worker")),
-    ));
-    let worker = Worker {
-        runner,
-        mode: Mode::Incremental,
-        schedule: config.refresh_schedule.clone(),
-        metrics: Arc::clone(&metrics),
-        with_scheduler: true,
+    let background = if config.runs_worker() {
+        let log = log.new(slog::o!("task" => "worker"));
+        let runner = Arc::new(runner(
+            config,
+            pool,
+            Some(Arc::clone(&cache)),
+            &metrics,
+            log,
+        ));
+        let worker = Worker {
+            runner,
+            mode: Mode::Incremental,
+            schedule: config.refresh_schedule.clone(),
+            metrics: Arc::clone(&metrics),
+            with_scheduler: true,
+        };
+        tokio::spawn(background(
+            worker,
+            Arc::clone(&cache),
+            config.db_migrate,
+            shutdown_rx,
+        ))
+    } else {
+        // A reader never writes: it only checks the schema, and the follower loads what the writers commit.
+        let log = log.new(slog::o!("task" => "reader"));
+        tokio::spawn(async move {
+            let _ = prepare_schema(&pool, db::MigratePolicy::Check, &log, shutdown_rx).await;
+        })
     };
-    let background = tokio::spawn(background(
-        worker,
-        Arc::clone(&cache),
-        config.db_migrate,
-        shutdown_rx,
-    ));
     info!(log, "listening"; "addr" => %addr, "database" => database.redacted());
     Ok(Service {
         addr,
@@ -117,6 +131,22 @@ pub fn start(
         sink,
         log,
     })
+}
+
+/// The refresh runner for this configuration (the worker's, or the one-shot command's without a cache).
+pub fn runner(
+    config: &Config,
+    pool: db::PgPool,
+    cache: Option<Arc<ReportCache>>,
+    metrics: &Arc<Metrics>,
+    log: Logger,
+) -> Runner {
+    let runner = Runner::new(pool, cache, Arc::clone(metrics), host_name(), log);
+    match config.db_pool_mode {
+        // No session settings behind a transaction pooler: the run sets its timeouts itself.
+        db::PoolMode::Transaction => runner.with_local_timeout(config.db_statement_timeout),
+        db::PoolMode::Session => runner,
+    }
 }
 
 /// How often every replica publishes the age of the data it serves.
@@ -192,39 +222,12 @@ async fn background(
     worker: Worker,
     cache: Arc<ReportCache>,
     policy: db::MigratePolicy,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let log = worker.runner.log().clone();
     let pool = worker.runner.pool().clone();
-    let mut attempt = 0u32;
-    loop {
-        let pool = pool.clone();
-        let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<String>, DbError> {
-            db::prepare_schema(&mut *pool.get()?, policy)
-        })
-        .await;
-        match prepared {
-            Ok(Ok(applied)) => {
-                info!(log, "database schema up to date"; "applied" => applied.join(","));
-                break;
-            }
-            Ok(Err(e)) => {
-                attempt += 1;
-                if attempt == 1 {
-                    error!(log, "database schema not ready; retrying"; "error" => %e);
-                } else {
-                    debug!(log, "database schema still not ready"; "error" => %e, "attempt" => attempt);
-                }
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(backoff(attempt)) => {}
-                }
-            }
-            Err(e) => {
-                error!(log, "schema task panicked"; "error" => %e);
-                return;
-            }
-        }
+    if !prepare_schema(&pool, policy, &log, shutdown.clone()).await {
+        return;
     }
     let loaded = tokio::task::spawn_blocking(move || -> Result<_, DbError> {
         Ok(cache.sync_from(&mut *pool.get()?)?)
@@ -235,6 +238,46 @@ async fn background(
     }
     if let Err(e) = worker::run(worker, shutdown).await {
         error!(log, "worker stopped with an error"; "error" => %e);
+    }
+}
+
+/// Applies or checks the schema, retrying with backoff while the database is unreachable or behind; returns
+/// whether it got there (false: shutdown came first).
+async fn prepare_schema(
+    pool: &db::PgPool,
+    policy: db::MigratePolicy,
+    log: &Logger,
+    mut shutdown: watch::Receiver<bool>,
+) -> bool {
+    let mut attempt = 0u32;
+    loop {
+        let pool = pool.clone();
+        let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<String>, DbError> {
+            db::prepare_schema(&mut *pool.get()?, policy)
+        })
+        .await;
+        match prepared {
+            Ok(Ok(applied)) => {
+                info!(log, "database schema up to date"; "applied" => applied.join(","));
+                return true;
+            }
+            Ok(Err(e)) => {
+                attempt += 1;
+                if attempt == 1 {
+                    error!(log, "database schema not ready; retrying"; "error" => %e);
+                } else {
+                    debug!(log, "database schema still not ready"; "error" => %e, "attempt" => attempt);
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => return false,
+                    _ = tokio::time::sleep(backoff(attempt)) => {}
+                }
+            }
+            Err(e) => {
+                error!(log, "schema task panicked"; "error" => %e);
+                return false;
+            }
+        }
     }
 }
 

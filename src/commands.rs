@@ -1,5 +1,5 @@
 //! What each subcommand does, once `main` has parsed the command line and the configuration: `serve`,
-//! `refresh` (one run for a CronJob, through the same [`Runner`] as the worker), `migrate`, `seed`, `demo`.
+//! `refresh` (one run for a CronJob, through the same [`crate::refresh::Runner`] as the worker), `migrate`, `seed`, `demo`.
 
 use slog::{info, Logger};
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{RefreshArgs, SeedArgs};
 use crate::config::{Config, DatabaseTarget};
 use crate::metrics::Metrics;
-use crate::refresh::{self, Mode, Runner};
+use crate::refresh::{self, Mode};
 use crate::seed::SeedParams;
 use crate::{app, db, seed};
 
@@ -26,7 +26,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn serve(config: &Config, database: &DatabaseTarget, log: &Logger) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.app_port)).await?;
+        let listener = tokio::net::TcpListener::bind((config.app_host, config.app_port)).await?;
         let service = app::start(config, database, listener, log.clone())?;
         app::wait_for_signal().await;
         service.shutdown(config.shutdown_timeout).await;
@@ -34,8 +34,8 @@ pub fn serve(config: &Config, database: &DatabaseTarget, log: &Logger) -> anyhow
     })
 }
 
-pub fn migrate(database: &DatabaseTarget, log: &Logger) -> anyhow::Result<()> {
-    let mut conn = db::connect(&database.connection_string())?;
+pub fn migrate(config: &Config, database: &DatabaseTarget, log: &Logger) -> anyhow::Result<()> {
+    let mut conn = db::connect_in(&database.connection_string(), config.db_pool_mode)?;
     let applied = db::migrate(&mut conn)?;
     info!(log, "migrations applied"; "applied" => applied.join(","));
     Ok(())
@@ -53,10 +53,11 @@ pub fn seed_params(args: &SeedArgs) -> SeedParams {
 
 pub fn seed_database(
     args: &SeedArgs,
+    config: &Config,
     database: &DatabaseTarget,
     log: &Logger,
 ) -> anyhow::Result<()> {
-    let mut conn = db::connect(&database.connection_string())?;
+    let mut conn = db::connect_in(&database.connection_string(), config.db_pool_mode)?;
     db::migrate(&mut conn)?;
     let (users, tokens) = seed::load(&mut conn, seed_params(args))?;
     info!(log, "seeded"; "users" => users, "tokens" => tokens);
@@ -80,7 +81,7 @@ pub fn refresh(
     };
     let conn_str = database.connection_string();
     if args.dry_run {
-        let mut conn = db::connect(&conn_str)?;
+        let mut conn = db::connect_in(&conn_str, config.db_pool_mode)?;
         db::prepare_schema(&mut conn, config.db_migrate)?;
         print!("{}", refresh::dry_run(&mut conn, mode)?);
         return Ok(());
@@ -89,12 +90,17 @@ pub fn refresh(
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (publisher, sink) = rt.block_on(async { app::start_sink(config, &stop_rx, log) });
     let metrics = Arc::new(Metrics::new(publisher));
-    let pool = db::pool(&conn_str, 1, config.db_statement_timeout);
-    let runner = Runner::new(
+    let pool = db::pool(
+        &conn_str,
+        1,
+        config.db_statement_timeout,
+        config.db_pool_mode,
+    );
+    let runner = app::runner(
+        config,
         pool.clone(),
         None,
-        Arc::clone(&metrics),
-        app::host_name(),
+        &metrics,
         log.new(slog::o!("task" => "refresh")),
     );
     // A database that cannot be reached or is not migrated is this run's failure: counted and logged as such.

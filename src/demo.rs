@@ -44,7 +44,7 @@ pub async fn run(config: &Config, log: Logger) -> Result<(), DemoError> {
     info!(log, "private PostgreSQL started"; "dir" => %pg.dir().display());
     let url = load_demo_database(&pg)?;
     let database = DatabaseTarget::Url(Secret::new(url.clone()));
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.app_port))
+    let listener = tokio::net::TcpListener::bind((config.app_host, config.app_port))
         .await
         .map_err(|source| DemoError::Bind {
             port: config.app_port,

@@ -18,9 +18,10 @@ use crate::cache::{ReportCache, Synced};
 use crate::db::{self, listen, PgPool};
 use crate::refresh::NOTIFY_CHANNEL;
 
-/// Runs until `shutdown` turns true.
+/// Runs until `shutdown` turns true. `listen_on` is the connection for LISTEN; without one (behind a transaction
+/// pooler, with no direct connection given) the follower only polls.
 pub async fn run(
-    conn_str: String,
+    listen_on: Option<String>,
     pool: PgPool,
     cache: Arc<ReportCache>,
     poll_interval: Duration,
@@ -42,11 +43,12 @@ pub async fn run(
                 true
             }
             _ = poll.tick() => {
-                if listener.as_ref().is_none_or(listen::Listener::is_closed) {
+                let down = listener.as_ref().is_none_or(listen::Listener::is_closed);
+                if let (true, Some(conn_str)) = (down, &listen_on) {
                     if listener.take().is_some() {
                         warn!(log, "listening connection failed; polling until it is back");
                     }
-                    match listen::listen(&conn_str, NOTIFY_CHANNEL).await {
+                    match listen::listen(conn_str, NOTIFY_CHANNEL).await {
                         Ok(l) => {
                             debug!(log, "listening for refresh notifications");
                             listener = Some(l);

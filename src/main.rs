@@ -68,9 +68,9 @@ fn main() -> ExitCode {
     let (log, guard) = logging::json_logger(logging::StdoutLines::default(), config.log_level);
     let result = match (&cli.command, &database) {
         (Command::Serve(_), Some(db)) => commands::serve(config, db, &log),
-        (Command::Migrate(_), Some(db)) => commands::migrate(db, &log),
+        (Command::Migrate(_), Some(db)) => commands::migrate(config, db, &log),
         (Command::Refresh(args), Some(db)) => commands::refresh(args, config, db, &log),
-        (Command::Seed(args), Some(db)) => commands::seed_database(args, db, &log),
+        (Command::Seed(args), Some(db)) => commands::seed_database(args, config, db, &log),
         #[cfg(feature = "dev-tools")]
         (Command::Demo(_), _) => commands::demo(config, &log),
         // Every command but demo got its database above.

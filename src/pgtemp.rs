@@ -107,7 +107,43 @@ impl TempPostgres {
         Self::start_with(true)
     }
 
+    /// A hot standby of this server: a base backup taken with `pg_basebackup -R` (streaming replication from
+    /// this server's socket), started on a socket of its own. It follows the primary and refuses writes.
+    pub fn start_standby(&self) -> Result<Self, PgTempError> {
+        let mut me = Self::empty(self.durable)?;
+        let out = as_user(Command::new(me.bin.join("pg_basebackup")), &me.user)
+            .arg("-D")
+            .arg(me.root.join("data"))
+            .args([
+                "-R",
+                "-X",
+                "stream",
+                "-U",
+                "postgres",
+                "-p",
+                &PORT.to_string(),
+                "-h",
+            ])
+            .arg(&self.root)
+            .output()
+            .map_err(io("running pg_basebackup"))?;
+        if !out.status.success() {
+            return Err(PgTempError::Initdb(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        me.launch()?;
+        Ok(me)
+    }
+
     fn start_with(durable: bool) -> Result<Self, PgTempError> {
+        let me = Self::empty(durable)?;
+        let (bin, user) = (me.bin.clone(), me.user.clone());
+        Self::init(me, &bin, &user)
+    }
+
+    /// A fresh directory for a cluster, owned by the user the server will run as; no server yet.
+    fn empty(durable: bool) -> Result<Self, PgTempError> {
         let bin = find_bin_dir().ok_or(PgTempError::NoBinaries)?;
         let user = server_user()?;
         sweep_stale();
@@ -116,7 +152,7 @@ impl TempPostgres {
             .tempdir()
             .map_err(io("creating the cluster directory"))?
             .keep();
-        let mut me = TempPostgres {
+        let me = TempPostgres {
             root,
             bin: bin.clone(),
             user: user.clone(),
@@ -130,6 +166,16 @@ impl TempPostgres {
             nix::unistd::chown(&me.root, Some(u.uid), Some(u.gid))
                 .map_err(|e| io("chown of the cluster directory")(e.into()))?;
         }
+        Ok(me)
+    }
+
+    /// Runs initdb in `me`'s directory and starts the server.
+    fn init(
+        mut me: Self,
+        bin: &Path,
+        user: &Option<nix::unistd::User>,
+    ) -> Result<Self, PgTempError> {
+        let user = user.clone();
         let data = me.root.join("data");
         let out = as_user(Command::new(bin.join("initdb")), &user)
             .args([
@@ -237,6 +283,12 @@ impl TempPostgres {
             "host={} port={PORT} user=postgres dbname={dbname}",
             self.root.display()
         )
+    }
+
+    /// `program` as a command that runs as the server's OS user (the tests start PgBouncer this way: it refuses
+    /// to run as root, as PostgreSQL does).
+    pub fn command_as_server_user(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        as_user(Command::new(program), &self.user)
     }
 
     /// The directory holding the socket, the data and the server log.

@@ -50,7 +50,7 @@ ensure_moto() {
 }
 
 # The diesel CLI, for the test that src/schema.rs is what `diesel print-schema` generates from the migrations:
-# built once into target/tools/diesel (a few minutes), against Debian's libpq.
+# built once into target/tools/diesel (a minute or two, unoptimised), against Debian's libpq.
 DIESEL_CLI_VERSION=2.3.14
 ensure_diesel_cli() {
   local root=target/tools/diesel
@@ -59,7 +59,8 @@ ensure_diesel_cli() {
   fi
   if ! { [ -x "$root/bin/diesel" ] && "$root/bin/diesel" --version | grep -q "Version: $DIESEL_CLI_VERSION\$"; }; then
     echo "installing diesel_cli $DIESEL_CLI_VERSION into $root" >&2
-    cargo install --quiet --locked --root "$root" --version "$DIESEL_CLI_VERSION" \
+    # --debug: it only prints a schema, and an unoptimised build takes half the time.
+    cargo install --quiet --locked --debug --root "$root" --version "$DIESEL_CLI_VERSION" \
       --no-default-features --features postgres diesel_cli
   fi
   DIESEL_CLI="$(pwd)/$root/bin/diesel"

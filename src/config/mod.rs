@@ -148,12 +148,31 @@ pub struct Config {
     /// Upper bound on one statement (and on idling in a transaction).
     #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "5m", value_parser = values::duration)]
     pub db_statement_timeout: Duration,
+    /// session: a direct connection or a session-pooling PgBouncer; transaction: PgBouncer in transaction mode
+    /// (statements unnamed, no session settings, LISTEN only through DB_LISTEN_URL, else polling).
+    #[arg(long, env = "DB_POOL_MODE", value_enum, default_value = "session")]
+    pub db_pool_mode: crate::db::PoolMode,
+    /// A direct connection string for the follower's LISTEN, when DATABASE_URL goes through a transaction pooler
+    /// (default: the database's own connection, in session mode; none in transaction mode).
+    #[arg(long, env = "DB_LISTEN_URL", hide_env_values = true)]
+    pub db_listen_url: Option<Secret>,
     /// At start-up: apply pending migrations, or only check that none are pending (least-privileged role).
     #[arg(long, env = "DB_MIGRATE", value_enum, default_value = "apply")]
     pub db_migrate: crate::db::MigratePolicy,
-    /// The HTTP port (all interfaces).
+    /// The address the HTTP server binds (0.0.0.0: all interfaces; 127.0.0.1 or :: and the like).
+    #[arg(long, env = "APP_HOST", default_value = "0.0.0.0")]
+    pub app_host: std::net::IpAddr,
+    /// The HTTP port.
     #[arg(long, env = "APP_PORT", default_value = "5153", value_parser = values::port)]
     pub app_port: u16,
+    /// on: this replica refreshes too (one writer across replicas, by a lock); off: it never writes, and serves
+    /// what the writers commit (reader pods, hot standbys): no refresh, no migration (the schema is only
+    /// checked, as DB_MIGRATE=check does), found by polling every FOLLOW_POLL_INTERVAL when LISTEN is refused.
+    #[arg(long, env = "WORKER", value_enum, default_value = "on")]
+    pub worker: Switch,
+    /// The same as WORKER=off.
+    #[arg(long)]
+    pub no_worker: bool,
     #[command(flatten)]
     pub http: HttpLimits,
     /// When the worker refreshes: cron with a leading seconds field, UTC.
@@ -173,6 +192,30 @@ pub struct Config {
     pub follow_poll_interval: Duration,
     #[command(flatten)]
     pub metrics: MetricsConfig,
+}
+
+/// A setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Config {
+    /// The connection the follower LISTENs on: `DB_LISTEN_URL`, else the database's own unless it goes through a
+    /// transaction pooler (where LISTEN cannot work).
+    pub fn listen_target(&self, database: &DatabaseTarget) -> Option<String> {
+        match (&self.db_listen_url, self.db_pool_mode) {
+            (Some(url), _) => Some(url.expose().to_owned()),
+            (None, crate::db::PoolMode::Session) => Some(database.connection_string()),
+            (None, crate::db::PoolMode::Transaction) => None,
+        }
+    }
+
+    /// Whether this process runs the refresh worker (`WORKER`, `--no-worker`).
+    pub fn runs_worker(&self) -> bool {
+        self.worker == Switch::On && !self.no_worker
+    }
 }
 
 /// Protection against slow, idle and greedy clients (`HTTP_*`).
@@ -351,7 +394,7 @@ mod tests {
     #[test]
     fn every_variable_is_listed_once() {
         let vars = variables(&Standalone::command());
-        assert_eq!(vars.len(), 23, "{vars:?}");
+        assert_eq!(vars.len(), 27, "{vars:?}");
         assert_eq!(vars[0], "DATABASE_URL");
         assert!(vars.contains(&"METRICS_FLUSH_INTERVAL".to_owned()));
     }

@@ -9,7 +9,7 @@ pub mod incremental;
 pub mod listen;
 pub mod queries;
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{CacheSize, SimpleConnection};
 use diesel::migration::MigrationSource;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
@@ -46,40 +46,70 @@ pub enum DbError {
     SchemaBehind { pending: Vec<String> },
 }
 
-/// Sets per-session limits on every new pooled connection so a stuck statement cannot hold the worker forever.
+/// How the service reaches PostgreSQL (`DB_POOL_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PoolMode {
+    /// A direct connection, or a pooler in session mode: session state and named prepared statements work.
+    #[default]
+    Session,
+    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`): consecutive transactions of one client
+    /// may run on different server connections, so nothing may outlive a transaction. Statements are sent
+    /// unnamed (no prepared-statement cache), no session setting is made (the refresh sets its timeouts with
+    /// `SET LOCAL`), and LISTEN needs a direct connection (`DB_LISTEN_URL`).
+    Transaction,
+}
+
+/// Sets up every new pooled connection for the pooling mode: per-session limits so a stuck statement cannot
+/// hold the worker forever (session mode), or no session state and no named statements (transaction mode).
 #[derive(Debug)]
 struct SessionSettings {
     statement_timeout: Duration,
+    mode: PoolMode,
 }
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        let sql = format!(
-            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; SET application_name = 'coworking-analytics'",
-            self.statement_timeout.as_millis(),
-            self.statement_timeout.as_millis()
-        );
-        conn.batch_execute(&sql)
-            .map_err(diesel::r2d2::Error::QueryError)
+        match self.mode {
+            PoolMode::Session => conn
+                .batch_execute(&queries::session_settings_sql(self.statement_timeout))
+                .map_err(diesel::r2d2::Error::QueryError),
+            PoolMode::Transaction => {
+                conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+                Ok(())
+            }
+        }
     }
 }
 
 /// Builds the pool without connecting: connections are opened on demand, so the service starts (and serves its
 /// health check) while the database is still down.
-pub fn pool(conn: &str, size: u32, statement_timeout: Duration) -> PgPool {
+pub fn pool(conn: &str, size: u32, statement_timeout: Duration, mode: PoolMode) -> PgPool {
     Pool::builder()
         .max_size(size)
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(5))
         .test_on_check_out(true)
-        .connection_customizer(Box::new(SessionSettings { statement_timeout }))
+        .connection_customizer(Box::new(SessionSettings {
+            statement_timeout,
+            mode,
+        }))
         .error_handler(Box::new(r2d2::NopErrorHandler))
         .build_unchecked(ConnectionManager::new(conn))
 }
 
-/// Opens one connection outside the pool (LISTEN, the one-shot commands).
+/// Opens one connection outside the pool (the one-shot commands, the tests).
 pub fn connect(conn: &str) -> Result<PgConnection, DbError> {
-    PgConnection::establish(conn).map_err(|e| DbError::Connect(scrub_connection_error(e, conn)))
+    connect_in(conn, PoolMode::Session)
+}
+
+/// [`connect`] for the pooling mode: in transaction mode, without named prepared statements.
+pub fn connect_in(conn: &str, mode: PoolMode) -> Result<PgConnection, DbError> {
+    let mut c = PgConnection::establish(conn)
+        .map_err(|e| DbError::Connect(scrub_connection_error(e, conn)))?;
+    if mode == PoolMode::Transaction {
+        c.set_prepared_statement_cache_size(CacheSize::Disabled);
+    }
+    Ok(c)
 }
 
 /// libpq errors do not normally contain the password, but make sure of it.

@@ -191,6 +191,27 @@ pub struct NewRun<'a> {
     pub data_version: i64,
 }
 
+/// The session settings of a pooled connection (session mode): limits on a statement and on idling in a
+/// transaction, and the application name shown in `pg_stat_activity`.
+pub fn session_settings_sql(statement_timeout: std::time::Duration) -> String {
+    let ms = statement_timeout.as_millis();
+    format!(
+        "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}; \
+         SET application_name = 'coworking-analytics'"
+    )
+}
+
+/// The same limits for the current transaction only (`SET LOCAL`): what a transaction pooler allows.
+pub fn set_local_timeouts(
+    conn: &mut PgConnection,
+    statement_timeout: std::time::Duration,
+) -> QueryResult<()> {
+    let ms = statement_timeout.as_millis();
+    conn.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {ms}; SET LOCAL idle_in_transaction_session_timeout = {ms}"
+    ))
+}
+
 /// Inserts a run row and returns its id.
 pub fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> QueryResult<i64> {
     diesel::insert_into(refresh_runs::table)

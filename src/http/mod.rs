@@ -1,9 +1,11 @@
-//! The HTTP server (hyper 1.x, HTTP/1.1): accepts connections, hands each request to [`routes::handle`], and
-//! shuts down gracefully.
+//! The HTTP server (hyper 1.x): accepts connections, hands each request to [`routes::handle`], and shuts down
+//! gracefully. One port speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c, as some load balancers and meshes
+//! talk to pods): hyper-util's auto builder tells them apart by the connection preface.
 //!
 //! Per connection (see [`Limits`]): headers must arrive within `header_read_timeout` (hyper's timer), a
 //! connection with no bytes moving for `idle_timeout` is closed (a keep-alive client that went quiet, or a
-//! reader that stopped reading), request heads are capped at `max_header_bytes` (hyper answers 431), and at most
+//! reader that stopped reading), request heads are capped at `max_header_bytes` (hyper answers 431 on HTTP/1.1;
+//! HTTP/2 advertises it as `SETTINGS_MAX_HEADER_LIST_SIZE` and refuses larger header lists), and at most
 //! `max_connections` are open at once: the next one gets a 503 JSON answer and is closed.
 //!
 //! Concurrency state: each connection runs in its own task in `tasks` (a `JoinSet`), holding a semaphore permit
@@ -15,9 +17,9 @@ pub mod query;
 pub mod reports;
 pub mod routes;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use slog::{info, warn, Logger};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,11 +120,18 @@ async fn connection(
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    let conn = http1::Builder::new()
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.http_header_timeout)
-        .max_buf_size(limits.http_max_header_bytes.max(8192))
-        .serve_connection(io, service);
+        .max_buf_size(limits.http_max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.http_max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut closing = false;
     let mut hard_deadline: Option<Instant> = None;

@@ -123,7 +123,7 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
     match route {
         Route::Health => text(StatusCode::OK, "ok"),
         Route::Readiness => readiness(state),
-        Route::Metrics => prometheus(state),
+        Route::Metrics => prometheus(state, &req),
         Route::OpenApi => {
             let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
             resp.headers_mut().insert(
@@ -163,15 +163,39 @@ fn readiness(state: &AppState) -> Resp {
     }
 }
 
-fn prometheus(state: &AppState) -> Resp {
+/// `/metrics`: OpenMetrics when the client asks for it (`Accept: application/openmetrics-text`, as Prometheus
+/// does when it may), else the Prometheus text format 0.0.4 (`text/plain`, what older scrapers and promtool read).
+fn prometheus<B>(state: &AppState, req: &Request<B>) -> Resp {
     if let Some(snap) = state.cache.current() {
         state.metrics.set_data_age(snap.age(Utc::now()));
     }
-    let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    let openmetrics = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| {
+            v.trim().starts_with("application/openmetrics-text")
+                && !v.contains("q=0,")
+                && !v.trim_end().ends_with("q=0")
+        });
+    let (body, content_type) = if openmetrics {
+        (
+            state.metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            state.metrics.encode_text_004(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
     resp
 }
 

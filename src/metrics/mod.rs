@@ -272,7 +272,7 @@ impl Metrics {
         self.data_age.set(age.as_secs_f64());
     }
 
-    /// The Prometheus text exposition of everything above.
+    /// The OpenMetrics 1.0 exposition of everything above.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Encoding into a String only fails if a metric's own encoder fails, which these never do.
@@ -280,7 +280,42 @@ impl Metrics {
         out
     }
 
+    /// The Prometheus text format 0.0.4 of everything above (what `/metrics` answers unless OpenMetrics is asked
+    /// for): the same samples, with counters' HELP and TYPE lines under the sample name (`_total`), no UNIT
+    /// lines and no `# EOF`.
+    pub fn encode_text_004(&self) -> String {
+        openmetrics_to_text_004(&self.encode())
+    }
+
     pub fn dropped(&self) -> u64 {
         self.publisher.dropped_counter().get()
     }
+}
+
+/// Rewrites an OpenMetrics exposition (as prometheus-client writes it) into the Prometheus text format 0.0.4.
+pub fn openmetrics_to_text_004(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta.and_then(|(p, rest)| rest.split_once(' ').map(|(name, tail)| (p, name, tail))) {
+            Some((p, name, tail)) if counters.contains(name) => {
+                out.push_str(&format!("{p}{name}_total {tail}\n"));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }

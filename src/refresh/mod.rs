@@ -84,11 +84,22 @@ pub enum RefreshError {
 /// in the history in a separate statement (best effort: the database may be the thing that failed), one row per
 /// streak of failures ([`queries::record_failure`]).
 pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, RefreshError> {
+    run_in(conn, mode, host, None)
+}
+
+/// [`run`], setting the statement timeout for the run's transaction only (`SET LOCAL`), as a transaction pooler
+/// requires (the pool sets no session state then).
+pub fn run_in(
+    conn: &mut PgConnection,
+    mode: Mode,
+    host: &str,
+    local_timeout: Option<Duration>,
+) -> Result<Outcome, RefreshError> {
     let started_at = Utc::now();
     let clock = Instant::now();
     let mut attempt = 1;
     let result = loop {
-        match attempt_once(conn, mode, host, started_at, clock) {
+        match attempt_once(conn, mode, host, local_timeout, started_at, clock) {
             Err(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
                 if attempt < MAX_ATTEMPTS =>
             {
@@ -127,10 +138,14 @@ fn attempt_once(
     conn: &mut PgConnection,
     mode: Mode,
     host: &str,
+    local_timeout: Option<Duration>,
     started_at: DateTime<Utc>,
     clock: Instant,
 ) -> diesel::QueryResult<Outcome> {
     conn.build_transaction().repeatable_read().run(|conn| {
+        if let Some(timeout) = local_timeout {
+            queries::set_local_timeouts(conn, timeout)?;
+        }
         if !queries::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
             return Ok(Outcome::Skipped);
         }

@@ -41,6 +41,8 @@ pub struct Runner {
     failures: AtomicU32,
     /// When the dashboard figures were last published.
     figures_at: Mutex<Option<Instant>>,
+    /// The statement timeout to set for each run's transaction (`SET LOCAL`), behind a transaction pooler.
+    local_timeout: Option<Duration>,
 }
 
 impl Runner {
@@ -59,7 +61,14 @@ impl Runner {
             log,
             failures: AtomicU32::new(0),
             figures_at: Mutex::new(None),
+            local_timeout: None,
         }
+    }
+
+    /// Sets the statement timeout per transaction (`SET LOCAL`), for a pool that sets no session state.
+    pub fn with_local_timeout(mut self, timeout: Duration) -> Self {
+        self.local_timeout = Some(timeout);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -124,7 +133,7 @@ impl Runner {
     }
 
     fn attempt(&self, conn: &mut PgConnection, mode: Mode) -> Result<Outcome, RunError> {
-        let outcome = super::run(conn, mode, &self.host)?;
+        let outcome = super::run_in(conn, mode, &self.host, self.local_timeout)?;
         trace!(self.log, "refresh transaction ended"; "outcome" => format!("{outcome:?}"));
         if let Outcome::Completed(_) = outcome {
             if let Some(cache) = &self.cache {

@@ -169,3 +169,43 @@ async fn malformed_http_is_answered_400_or_closed() {
     }
     still_serves(service.addr).await;
 }
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served_on_the_same_port_with_the_same_limits() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (_db, service) = app(|c| c.http.http_max_header_bytes = 8192).await;
+    let stream = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("an h2c handshake");
+    tokio::spawn(conn);
+    let get = |path: &str, extra: Option<String>| {
+        let mut req = hyper::Request::get(format!("http://test{path}"));
+        if let Some(v) = extra {
+            req = req.header("x-big", v);
+        }
+        req.body(Empty::<bytes::Bytes>::new()).unwrap()
+    };
+    let resp = sender
+        .send_request(get("/api/reports/daily_usage", None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"{\"2023-02-01\":1}\n");
+    // A header list over the limit is refused (a 431, or the stream reset), never served.
+    let big = "x".repeat(20_000);
+    match sender
+        .send_request(get("/api/reports/daily_usage", Some(big)))
+        .await
+    {
+        Ok(resp) => assert_eq!(resp.status(), 431),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+    // HTTP/1.1 on the same port still works.
+    still_serves(service.addr).await;
+    service.shutdown(Duration::from_secs(5)).await;
+}

@@ -213,7 +213,12 @@ async fn a_tick_that_does_not_come_is_noticed_and_the_refresh_still_runs() {
     let db = migrated_db();
     let metrics = Arc::new(Metrics::local());
     let runner = refresh::Runner::new(
-        coworking_analytics::db::pool(&db.url, 2, Duration::from_secs(30)),
+        coworking_analytics::db::pool(
+            &db.url,
+            2,
+            Duration::from_secs(30),
+            coworking_analytics::db::PoolMode::Session,
+        ),
         None,
         Arc::clone(&metrics),
         "watchdog-test".into(),

@@ -105,8 +105,79 @@ async fn prometheus_exposes_refreshes_and_http_requests() {
         "{text}"
     );
     assert!(text.contains("coworking_data_age_seconds"), "{text}");
-    assert!(text.trim_end().ends_with("# EOF"));
+    // The default is the Prometheus text format 0.0.4, which promtool reads and lints cleanly.
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(text.contains("# HELP coworking_refreshes_total "), "{text}");
+    assert!(
+        text.contains("# TYPE coworking_refreshes_total counter"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"), "{text}");
+    let (ok, lint) = promtool(&text);
+    assert!(ok && lint.is_empty(), "promtool on 0.0.4: {lint}\n{text}");
+    for accept in ["text/plain", "*/*", "text/plain;version=0.0.4"] {
+        let r = request(app.addr, "GET", "/metrics", &[("Accept", accept)]).await;
+        assert!(
+            r.header("content-type")
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4"),
+            "{accept}"
+        );
+    }
+    // OpenMetrics when asked for, as Prometheus asks.
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let r = request(app.addr, "GET", "/metrics", &[("Accept", accept)]).await;
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert_eq!(r.header("vary"), Some("Accept"));
+    let open = r.text();
+    assert!(open.trim_end().ends_with("# EOF"), "{open}");
+    assert!(
+        open.contains("# TYPE coworking_refreshes counter"),
+        "{open}"
+    );
+    // promtool reads only 0.0.4: on OpenMetrics it parses every sample and reports exactly the known difference,
+    // counters' HELP under the name without `_total`, and nothing else.
+    let (_, lint) = promtool(&open);
+    assert!(!lint.is_empty());
+    for line in lint.lines() {
+        assert!(
+            line.contains("_total no help text"),
+            "promtool on OpenMetrics: {line}"
+        );
+    }
     app.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `promtool check metrics` on `text`: whether it passed, and what it reported.
+fn promtool(text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child =
+        std::process::Command::new(std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into()))
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian: apt-get install prometheus; scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report.trim().to_owned())
 }
 
 #[tokio::test]
