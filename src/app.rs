@@ -103,6 +103,7 @@ pub fn start(
             runner,
             mode: Mode::Incremental,
             schedule: config.refresh_schedule.clone(),
+            verify: config.verify_schedule.clone(),
             metrics: Arc::clone(&metrics),
             with_scheduler: true,
         };

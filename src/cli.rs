@@ -48,7 +48,7 @@ pub struct DemoArgs {
 #[derive(Debug, clap::Args)]
 pub struct RefreshArgs {
     /// Rebuild both rollups from all tokens.
-    #[arg(long, conflicts_with_all = ["from", "to"])]
+    #[arg(long, conflicts_with_all = ["from", "to", "verify"])]
     pub full: bool,
     /// Also recompute every day from this one (YYYY-MM-DD) and every user with a token created since.
     #[arg(long, requires = "to")]
@@ -59,6 +59,10 @@ pub struct RefreshArgs {
     /// Print what would be recomputed and why; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also recount every day and user (or, with --from/--to, those days and the users with a token created
+    /// then) from the base tables, repair what drifted, and print the repairs (drift is not a failure: exit 0).
+    #[arg(long, conflicts_with = "full")]
+    pub verify: bool,
     #[command(flatten)]
     pub settings: Settings,
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{RefreshArgs, SeedArgs};
 use crate::config::{Config, DatabaseTarget};
+use crate::db::verify;
 use crate::metrics::Metrics;
 use crate::refresh::{self, Mode};
 use crate::seed::SeedParams;
@@ -73,10 +74,12 @@ pub fn refresh(
     log: &Logger,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mode = match (args.full, args.from, args.to) {
+    let mode = match (args.full, args.verify, args.from, args.to) {
         (true, ..) => Mode::Full,
         // main refused a reversed range before reading the configuration.
-        (false, Some(from), Some(to)) => Mode::Range { from, to },
+        (false, true, Some(from), Some(to)) => Mode::Verify(verify::Scope::Days { from, to }),
+        (false, true, ..) => Mode::Verify(verify::Scope::All),
+        (false, false, Some(from), Some(to)) => Mode::Range { from, to },
         _ => Mode::Incremental,
     };
     let conn_str = database.connection_string();
@@ -109,6 +112,9 @@ pub fn refresh(
         Ok(conn)
     });
     let outcome = runner.run_on(conn, mode);
+    if let (Ok(refresh::Outcome::Completed(r)), true) = (&outcome, args.verify) {
+        print_repairs(r);
+    }
     let _ = stop.send(true);
     let deadline = (started + REFRESH_EXIT_BUDGET - EXIT_MARGIN).max(Instant::now() + EXIT_MARGIN);
     let delivered = rt.block_on(async { tokio::time::timeout_at(deadline.into(), sink).await });
@@ -120,6 +126,25 @@ pub fn refresh(
     rt.shutdown_background();
     outcome?;
     Ok(())
+}
+
+/// What `refresh --verify` found, for the operator (stdout, beside the JSON log lines).
+fn print_repairs(r: &refresh::RunReport) {
+    if r.mode == Mode::Full {
+        println!(
+            "rebuilt everything (first run, or a table was truncated): nothing left to verify"
+        );
+    } else if r.repairs.is_empty() {
+        println!(
+            "verified: no drift (days and users recounted: {}, {})",
+            r.counts.days, r.counts.users
+        );
+    } else {
+        println!("repaired {} counts that had drifted:", r.repairs.len());
+        for repair in &r.repairs {
+            println!("  {repair}");
+        }
+    }
 }
 
 /// `demo`: the service on a private PostgreSQL with the demo data.

@@ -83,6 +83,8 @@ pub struct Worker {
     pub runner: Arc<Runner>,
     pub mode: Mode,
     pub schedule: Schedule,
+    /// When to verify the next sample of the rollups.
+    pub verify: Schedule,
     pub metrics: Arc<Metrics>,
     /// Whether the cron scheduler ticks. Without it only the watchdog keeps the schedule, which is what the
     /// worker falls back to when the scheduler stops ticking (the tests use this to prove that fallback works).
@@ -95,6 +97,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
         runner,
         mode,
         schedule,
+        verify,
         metrics,
         with_scheduler,
     } = worker;
@@ -113,12 +116,15 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
     let retry_after = |ok: bool| (!ok).then(|| Instant::now() + backoff(runner.failures()));
     let mut retry_at = retry_after(refresh(&runner, mode).await);
     let mut last_tick = Utc::now();
+    let mut next_verify = next_fire(verify.cron(), Utc::now());
     loop {
         // The scheduler should tick by the next fire time; allow it a grace period before calling it missed.
         let expected =
             next_fire(schedule.cron(), last_tick).unwrap_or(last_tick + chrono::Duration::hours(1));
         let watchdog = instant_at(expected) + Duration::from_secs(2);
         let retry = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        let verify_at =
+            next_verify.map_or_else(|| Instant::now() + Duration::from_secs(86_400), instant_at);
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
@@ -126,6 +132,13 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
                 last_tick = Utc::now();
             }
             _ = tokio::time::sleep_until(retry), if retry_at.is_some() => {}
+            _ = tokio::time::sleep_until(verify_at), if next_verify.is_some() => {
+                next_verify = next_fire(verify.cron(), Utc::now());
+                let runner = Arc::clone(&runner);
+                // Its outcome is recorded and logged by the runner; a failed sample waits for the next one.
+                let _ = tokio::task::spawn_blocking(move || runner.verify_sample()).await;
+                continue;
+            }
             _ = tokio::time::sleep_until(watchdog) => {
                 metrics.record_missed_tick();
                 warn!(log, "scheduler tick did not arrive; refreshing anyway and re-registering the job";

@@ -178,6 +178,10 @@ pub struct Config {
     /// When the worker refreshes: cron with a leading seconds field, UTC.
     #[arg(long, env = "REFRESH_SCHEDULE", default_value = DEFAULT_SCHEDULE)]
     pub refresh_schedule: Schedule,
+    /// When the worker verifies a sample of the rollups against the base tables (7 days and their users, rotating)
+    /// and repairs any drift: cron with a leading seconds field, UTC.
+    #[arg(long, env = "VERIFY_SCHEDULE", default_value = "0 0 * * * *")]
+    pub verify_schedule: Schedule,
     /// /readiness_check fails when the served data is older than this.
     #[arg(long, env = "READINESS_MAX_AGE", default_value = "1h", value_parser = values::duration)]
     pub readiness_max_age: Duration,
@@ -394,7 +398,7 @@ mod tests {
     #[test]
     fn every_variable_is_listed_once() {
         let vars = variables(&Standalone::command());
-        assert_eq!(vars.len(), 27, "{vars:?}");
+        assert_eq!(vars.len(), 28, "{vars:?}");
         assert_eq!(vars[0], "DATABASE_URL");
         assert!(vars.contains(&"METRICS_FLUSH_INTERVAL".to_owned()));
     }

@@ -1,13 +1,14 @@
 //! The database boundary: every SQL statement the service runs outside of `migrations/` is in this module. This
 //! file has the r2d2 connection pool with its per-transaction settings and the embedded migrations; [`queries`]
 //! the reads and the refresh's bookkeeping; [`incremental`] the incremental refresh; [`listen`] the follower's
-//! `LISTEN` connection.
+//! `LISTEN` connection; [`verify`] the self-check.
 //!
 //! Diesel is synchronous: callers on the async runtime run these functions inside `spawn_blocking`.
 
 pub mod incremental;
 pub mod listen;
 pub mod queries;
+pub mod verify;
 
 use diesel::connection::{CacheSize, SimpleConnection};
 use diesel::migration::MigrationSource;

@@ -57,6 +57,7 @@ pub const PUBLISHED: &[(&str, Unit)] = &[
     ("CheckinsLatestDay", Unit::Count),
     ("ActiveUsers7d", Unit::Count),
     ("ActiveUsers30d", Unit::Count),
+    ("RollupDriftRepaired", Unit::Count),
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +85,7 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<HttpLabels, Histogram>,
     missed_ticks: Counter,
+    drift_repaired: Counter,
     publisher: Publisher,
 }
 
@@ -152,6 +154,12 @@ impl Metrics {
             "Scheduler ticks that did not arrive on time (the worker refreshed anyway)",
             missed_ticks.clone(),
         );
+        let drift_repaired = Counter::default();
+        registry.register(
+            "rollup_drift_repaired",
+            "Rollup counts a verification found wrong and repaired (writes the triggers did not see)",
+            drift_repaired.clone(),
+        );
         registry.register(
             "metrics_dropped",
             "Datums the CloudWatch/EMF sink dropped",
@@ -169,6 +177,7 @@ impl Metrics {
             http_requests,
             http_seconds,
             missed_ticks,
+            drift_repaired,
             publisher,
         }
     }
@@ -223,6 +232,17 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome: "skipped" })
             .inc();
         self.publish("RefreshLockSkipped", Unit::Count, 1.0);
+    }
+
+    /// A verifying run's repairs (published for every verifying run, 0 included, so an alarm has data).
+    pub fn record_drift_repaired(&self, repaired: usize) {
+        self.drift_repaired.inc_by(repaired as u64);
+        self.publish("RollupDriftRepaired", Unit::Count, repaired as f64);
+    }
+
+    /// Repairs counted so far.
+    pub fn drift_repaired(&self) -> u64 {
+        self.drift_repaired.get()
     }
 
     /// A scheduler tick that did not come (the watchdog refreshed instead).

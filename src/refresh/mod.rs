@@ -18,8 +18,8 @@ pub mod runner;
 
 pub use runner::{RunError, Runner};
 
-use crate::db::incremental;
 use crate::db::queries::{self, NewRun, RecomputeCounts};
+use crate::db::{incremental, verify};
 
 /// Advisory-lock key of the refresh writer ("rollups!" in ASCII).
 pub const WRITER_LOCK_KEY: i64 = 0x726f_6c6c_7570_7321;
@@ -40,6 +40,9 @@ pub enum Mode {
     /// The captured changes plus every day in `from..=to` and every user with a token created in it
     /// (backfill after source data was fixed behind the triggers' back).
     Range { from: NaiveDate, to: NaiveDate },
+    /// The captured changes, then a recount of the scope from the base tables, repairing any drift
+    /// (`refresh --verify`, and the worker's background sample).
+    Verify(verify::Scope),
 }
 
 impl Mode {
@@ -48,6 +51,7 @@ impl Mode {
             Mode::Full => "full",
             Mode::Incremental => "incremental",
             Mode::Range { .. } => "range",
+            Mode::Verify(_) => "verify",
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct RunReport {
     pub run_id: i64,
     pub mode: Mode,
     pub counts: RecomputeCounts,
+    /// What a verifying run found drifted and repaired (empty for the other modes).
+    pub repairs: Vec<verify::Repair>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration: Duration,
@@ -153,7 +159,7 @@ fn attempt_once(
         // and our winning the lock, this update fails with a serialization failure and `run` tries again.
         queries::take_writer_lease(conn, host)?;
         let previous = queries::latest_success(conn)?;
-        let (mode, counts) = recompute(conn, mode, previous.is_none())?;
+        let (mode, counts, repairs) = recompute(conn, mode, previous.is_none())?;
         let finished_at = Utc::now();
         let run_id = queries::insert_run(
             conn,
@@ -180,6 +186,7 @@ fn attempt_once(
             run_id,
             mode,
             counts,
+            repairs,
             started_at,
             finished_at,
             duration: clock.elapsed(),
@@ -187,21 +194,31 @@ fn attempt_once(
     })
 }
 
-/// Does the work of one run; returns the mode actually used (an incremental run may escalate to full).
+/// Does the work of one run; returns the mode actually used (an incremental run may escalate to full) and, for
+/// a verifying run, what it repaired.
 fn recompute(
     conn: &mut PgConnection,
     mode: Mode,
     first_run: bool,
-) -> diesel::QueryResult<(Mode, RecomputeCounts)> {
+) -> diesel::QueryResult<(Mode, RecomputeCounts, Vec<verify::Repair>)> {
     let consumed = incremental::consume_changes(conn)?;
     if mode == Mode::Full || first_run || consumed.full_rebuild {
-        return Ok((Mode::Full, queries::recompute_all(conn)?));
+        // A rebuild recounts everything: there is nothing left to verify.
+        return Ok((Mode::Full, queries::recompute_all(conn)?, Vec::new()));
     }
     let range = match mode {
         Mode::Range { from, to } => Some((from, to)),
         _ => None,
     };
-    Ok((mode, incremental::apply_changes(conn, range)?))
+    let mut counts = incremental::apply_changes(conn, range)?;
+    let Mode::Verify(scope) = mode else {
+        return Ok((mode, counts, Vec::new()));
+    };
+    let verified = verify::verify_and_repair(conn, scope)?;
+    counts.days += verified.days;
+    counts.users += verified.users;
+    counts.rows_written += verified.repairs.len() as i64;
+    Ok((mode, counts, verified.repairs))
 }
 
 /// What the next incremental refresh would do, and why (`refresh --dry-run`).
@@ -216,6 +233,15 @@ pub fn dry_run(conn: &mut PgConnection, mode: Mode) -> diesel::QueryResult<Strin
             (Mode::Full, ..) => writeln!(out, "would rebuild everything: --full was asked for"),
             (_, true, _) => writeln!(out, "would rebuild everything: no successful refresh has run yet"),
             (_, _, true) => writeln!(out, "would rebuild everything: a table was truncated"),
+            (Mode::Verify(verify::Scope::All), ..) => writeln!(
+                out,
+                "would recount every day and user from the base tables and repair any drift, after:"
+            ),
+            (Mode::Verify(verify::Scope::Days { from, to }), ..) => writeln!(
+                out,
+                "would recount every day from {from} to {to} and every user with a token created then, and repair \
+                 any drift, after:"
+            ),
             (Mode::Range { from, to }, ..) => writeln!(
                 out,
                 "would recompute every day from {from} to {to} and every user with a token created then, plus:"

@@ -6,14 +6,15 @@
 //! only DEBUG (they are counted in `RefreshFailures`), and the first success after a streak says `refresh
 //! recovered`. The runner is blocking (diesel); the worker calls it on tokio's blocking pool.
 
+use chrono::NaiveDate;
 use slog::{debug, error, info, trace, warn, Logger};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Mode, Outcome, RefreshError};
 use crate::cache::ReportCache;
-use crate::db::{queries, DbError, PgPool, PgPooled};
+use crate::db::{queries, verify, DbError, PgPool, PgPooled};
 use crate::metrics::Metrics;
 use diesel::PgConnection;
 
@@ -43,6 +44,20 @@ pub struct Runner {
     figures_at: Mutex<Option<Instant>>,
     /// The statement timeout to set for each run's transaction (`SET LOCAL`), behind a transaction pooler.
     local_timeout: Option<Duration>,
+    /// Which window of the background verification comes next.
+    verify_cursor: AtomicU64,
+}
+
+/// Days per window of the background verification.
+pub const SAMPLE_DAYS: i64 = 7;
+
+/// Window `step` of the rotation over `lo..=hi`: the newest `SAMPLE_DAYS` days first, then further back, around.
+pub fn sample_window(lo: NaiveDate, hi: NaiveDate, step: u64) -> verify::Scope {
+    let windows = ((hi - lo).num_days() / SAMPLE_DAYS + 1).max(1) as u64;
+    let back = (step % windows) as i64 * SAMPLE_DAYS;
+    let to = hi - chrono::Duration::days(back);
+    let from = (to - chrono::Duration::days(SAMPLE_DAYS - 1)).max(lo);
+    verify::Scope::Days { from, to }
 }
 
 impl Runner {
@@ -62,6 +77,7 @@ impl Runner {
             failures: AtomicU32::new(0),
             figures_at: Mutex::new(None),
             local_timeout: None,
+            verify_cursor: AtomicU64::new(0),
         }
     }
 
@@ -107,10 +123,20 @@ impl Runner {
                 if failed > 0 {
                     info!(self.log, "refresh recovered"; "failed_attempts" => failed);
                 }
+                if let Mode::Verify(_) = r.mode {
+                    self.metrics.record_drift_repaired(r.repairs.len());
+                }
+                if !r.repairs.is_empty() {
+                    let shown: Vec<String> =
+                        r.repairs.iter().take(10).map(|x| x.to_string()).collect();
+                    warn!(self.log, "rollup drift repaired";
+                        "repairs" => r.repairs.len(), "first" => shown.join("; "));
+                }
                 info!(self.log, "refresh succeeded";
                     "run_id" => r.run_id, "mode" => r.mode.as_str(),
                     "days" => r.counts.days, "users" => r.counts.users,
                     "rows_read" => r.counts.rows_read, "rows_written" => r.counts.rows_written,
+                    "repaired" => r.repairs.len(),
                     "duration_ms" => r.duration.as_millis() as u64);
             }
             Ok(Outcome::Skipped) => {
@@ -142,6 +168,23 @@ impl Runner {
             self.publish_figures_if_due(conn);
         }
         Ok(outcome)
+    }
+
+    /// Verifies the next window of the background sample: `SAMPLE_DAYS` days, rotating from the newest day with
+    /// tokens back to the oldest and around, and every user with a token created in them.
+    pub fn verify_sample(&self) -> Result<Outcome, RunError> {
+        let conn = self.pool.get().map_err(DbError::from);
+        let conn = conn.and_then(|mut c| {
+            let bounds = verify::token_day_bounds(&mut c).map_err(DbError::from)?;
+            Ok((c, bounds))
+        });
+        let (conn, bounds) = match conn {
+            Ok((c, b)) => (Ok(c), b),
+            Err(e) => (Err(e), None),
+        };
+        let step = self.verify_cursor.fetch_add(1, Ordering::Relaxed);
+        let scope = bounds.map_or(verify::Scope::All, |(lo, hi)| sample_window(lo, hi, step));
+        self.run_on(conn, Mode::Verify(scope))
     }
 
     /// The dashboard's CloudWatch figures, from the rollups, at most once every [`FIGURES_EVERY`].

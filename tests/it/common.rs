@@ -9,7 +9,7 @@ use coworking_analytics::config::{with_dbname, Config, DatabaseTarget, Secret};
 use coworking_analytics::db;
 use coworking_analytics::pgtemp::TempPostgres;
 use diesel::connection::SimpleConnection;
-use diesel::PgConnection;
+use diesel::{PgConnection, RunQueryDsl};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -33,6 +33,19 @@ fn cluster() -> &'static Cluster {
         };
         let template = format!("coworking_tmpl_{}", std::process::id());
         let mut admin = db::connect(&admin_url).expect("connect to the test server");
+        // scripts/check-pg-versions says which major it started (PG_BIN_DIR): make sure that is what runs.
+        if let Ok(major) = std::env::var("EXPECT_PG_MAJOR") {
+            let version: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "current_setting('server_version_num')::int",
+            ))
+            .get_result(&mut admin)
+            .unwrap();
+            assert_eq!(
+                (version / 10_000).to_string(),
+                major,
+                "server_version_num {version}"
+            );
+        }
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {template}"))
             .unwrap();

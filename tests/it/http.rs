@@ -230,6 +230,7 @@ async fn a_tick_that_does_not_come_is_noticed_and_the_refresh_still_runs() {
         runner: Arc::new(runner),
         mode: refresh::Mode::Incremental,
         schedule: "* * * * * *".parse().unwrap(),
+        verify: "0 0 0 1 1 *".parse().unwrap(),
         metrics: Arc::clone(&metrics),
         with_scheduler: false,
     };

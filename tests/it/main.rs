@@ -29,3 +29,4 @@ mod reports;
 mod runner;
 mod serving;
 mod shutdown;
+mod verify;

@@ -1,0 +1,3 @@
+UPDATE refresh_runs SET mode = 'range' WHERE mode = 'verify';
+ALTER TABLE refresh_runs DROP CONSTRAINT refresh_runs_mode_check;
+ALTER TABLE refresh_runs ADD CONSTRAINT refresh_runs_mode_check CHECK (mode IN ('full', 'incremental', 'range'));
