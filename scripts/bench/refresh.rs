@@ -187,7 +187,7 @@ fn insert_cost(conn: &mut PgConnection, bulk: bool, rounds: usize) -> (Duration,
     (median(without), median(with), ratios[ratios.len() / 2])
 }
 
-fn bench(pg: &TempPostgres, tokens: u64) {
+fn bench(pg: &TempPostgres, tokens: u64, inserts: bool) {
     let name = format!("bench_{tokens}");
     db::connect(&pg.url("postgres"))
         .unwrap()
@@ -248,7 +248,34 @@ fn bench(pg: &TempPostgres, tokens: u64) {
             sizes.1
         );
     }
-    insert_overhead(&url);
+    verify_cost(&mut conn, full);
+    if inserts {
+        insert_overhead(&url);
+    }
+}
+
+/// The self-check: the worker's background sample (7 days and their users) and a whole `refresh --verify`,
+/// each as a fraction of a full refresh.
+fn verify_cost(conn: &mut PgConnection, full: Duration) {
+    use coworking_analytics::db::verify::{token_day_bounds, Scope};
+    use coworking_analytics::refresh::runner::sample_window;
+    let (lo, hi) = token_day_bounds(conn).unwrap().expect("tokens");
+    let mut step = 0;
+    let sample = time(5, || {
+        let scope = sample_window(lo, hi, step);
+        step += 1;
+        refresh::run(conn, Mode::Verify(scope), "bench").unwrap();
+    });
+    let all = time(3, || {
+        refresh::run(conn, Mode::Verify(Scope::All), "bench").unwrap();
+    });
+    println!(
+        "verify, background sample (7 days): {}   = {:.2}% of full; whole tables: {} = {:.2}x full",
+        ms(sample),
+        100.0 * sample.as_secs_f64() / full.as_secs_f64(),
+        ms(all),
+        all.as_secs_f64() / full.as_secs_f64()
+    );
 }
 
 /// The change-capture trigger's cost on inserts. They come from a connection of their own, as the application's
@@ -298,10 +325,10 @@ fn durable_insert_overhead(tokens: u64) {
 }
 
 fn main() {
-    let sizes: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // --no-inserts: only the refresh and verification figures (the trigger-cost rounds take minutes).
+    let inserts = !args.iter().any(|a| a == "--no-inserts");
+    let sizes: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() {
         vec![1_000_000, 10_000_000]
     } else {
@@ -310,8 +337,10 @@ fn main() {
     let pg = TempPostgres::start().expect("a private PostgreSQL");
     println!("# refresh benchmark (private PostgreSQL, fsync off; figures are medians)");
     for &n in &sizes {
-        bench(&pg, n);
+        bench(&pg, n, inserts);
     }
     drop(pg);
-    durable_insert_overhead(sizes[0].min(1_000_000));
+    if inserts {
+        durable_insert_overhead(sizes[0].min(1_000_000));
+    }
 }

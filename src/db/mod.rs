@@ -7,6 +7,7 @@
 
 pub mod incremental;
 pub mod listen;
+pub mod partitions;
 pub mod queries;
 pub mod verify;
 

@@ -12,6 +12,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::PgConnection;
 use diesel::result::{DatabaseErrorKind, Error};
+use diesel::Connection;
 use std::time::{Duration, Instant};
 
 pub mod runner;
@@ -19,7 +20,7 @@ pub mod runner;
 pub use runner::{RunError, Runner};
 
 use crate::db::queries::{self, NewRun, RecomputeCounts};
-use crate::db::{incremental, verify};
+use crate::db::{incremental, partitions, verify};
 
 /// Advisory-lock key of the refresh writer ("rollups!" in ASCII).
 pub const WRITER_LOCK_KEY: i64 = 0x726f_6c6c_7570_7321;
@@ -64,6 +65,8 @@ pub struct RunReport {
     pub counts: RecomputeCounts,
     /// What a verifying run found drifted and repaired (empty for the other modes).
     pub repairs: Vec<verify::Repair>,
+    /// Members of a partitioned `tokens` still without capture triggers (this role may not add them).
+    pub untriggered_partitions: Vec<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration: Duration,
@@ -148,6 +151,13 @@ fn attempt_once(
     started_at: DateTime<Utc>,
     clock: Instant,
 ) -> diesel::QueryResult<Outcome> {
+    // A partitioned tokens: triggers on any new member first, committed before the refresh's snapshot.
+    let untriggered_partitions = conn.transaction(|conn| {
+        if !queries::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
+            return Ok(Vec::new());
+        }
+        partitions::install_triggers(conn)
+    })?;
     conn.build_transaction().repeatable_read().run(|conn| {
         if let Some(timeout) = local_timeout {
             queries::set_local_timeouts(conn, timeout)?;
@@ -155,6 +165,8 @@ fn attempt_once(
         if !queries::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
             return Ok(Outcome::Skipped);
         }
+        // The run's recorded interval is the time it holds the writer lock: runs never overlap in the history.
+        let started_at = started_at.max(Utc::now());
         // The snapshot was taken when the lock statement started; if the previous writer committed between then
         // and our winning the lock, this update fails with a serialization failure and `run` tries again.
         queries::take_writer_lease(conn, host)?;
@@ -187,6 +199,7 @@ fn attempt_once(
             mode,
             counts,
             repairs,
+            untriggered_partitions: untriggered_partitions.clone(),
             started_at,
             finished_at,
             duration: clock.elapsed(),
@@ -202,14 +215,20 @@ fn recompute(
     first_run: bool,
 ) -> diesel::QueryResult<(Mode, RecomputeCounts, Vec<verify::Repair>)> {
     let consumed = incremental::consume_changes(conn)?;
-    if mode == Mode::Full || first_run || consumed.full_rebuild {
+    let tree = partitions::changes(conn)?;
+    partitions::record(conn)?;
+    if mode == Mode::Full || first_run || consumed.full_rebuild || tree.rebuild.is_some() {
         // A rebuild recounts everything: there is nothing left to verify.
         return Ok((Mode::Full, queries::recompute_all(conn)?, Vec::new()));
     }
+    // The days of a backfill and of partitions that appeared (created or attached), as one covering range.
     let range = match mode {
         Mode::Range { from, to } => Some((from, to)),
         _ => None,
-    };
+    }
+    .into_iter()
+    .chain(tree.ranges)
+    .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
     let mut counts = incremental::apply_changes(conn, range)?;
     let Mode::Verify(scope) = mode else {
         return Ok((mode, counts, Vec::new()));
@@ -228,6 +247,14 @@ pub fn dry_run(conn: &mut PgConnection, mode: Mode) -> diesel::QueryResult<Strin
         let mut out = String::new();
         let first_run = queries::latest_success(conn)?.is_none();
         let pending = incremental::pending_by_source(conn)?;
+        let tree = partitions::changes(conn)?;
+        if let Some(why) = &tree.rebuild {
+            let _ = writeln!(out, "would rebuild everything: {why}");
+            return Ok(out);
+        }
+        for (name, (from, to)) in tree.appeared.iter().zip(&tree.ranges) {
+            let _ = writeln!(out, "partition {name} appeared: would recount {from} to {to} and its users");
+        }
         let truncated = pending.iter().any(|p| p.full_rebuild);
         let _ = match (mode, first_run, truncated) {
             (Mode::Full, ..) => writeln!(out, "would rebuild everything: --full was asked for"),

@@ -123,6 +123,11 @@ impl Runner {
                 if failed > 0 {
                     info!(self.log, "refresh recovered"; "failed_attempts" => failed);
                 }
+                if !r.untriggered_partitions.is_empty() {
+                    warn!(self.log, "tokens partitions without change capture: writes naming them are found only \
+                        by the self-check; run `coworking-analytics migrate` as the owner";
+                        "partitions" => r.untriggered_partitions.join(","));
+                }
                 if let Mode::Verify(_) = r.mode {
                     self.metrics.record_drift_repaired(r.repairs.len());
                 }

@@ -21,6 +21,7 @@ mod metrics;
 mod metrics_formats;
 mod migrations;
 mod outage;
+mod partitions;
 mod pgbouncer;
 mod privilege;
 mod readers;
