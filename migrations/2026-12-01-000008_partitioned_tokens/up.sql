@@ -2,9 +2,9 @@
 -- partition fires that partition's triggers, not the parent's, and DETACH PARTITION and DROP TABLE fire no trigger
 -- at all. So every member of the partition tree gets the same capture triggers as `tokens` (here for the members
 -- that exist, and by the refresh for any it finds later), and the refresh compares the partition set with the one it
--- last saw (`rollup_partitions`): a partition that appeared (created, attached) has its days and their users
--- recounted; one that went (detached, dropped) or whose bound changed makes it rebuild. An unpartitioned `tokens`
--- has no members: nothing here applies to it.
+-- last saw (`rollup_partitions`, by oid, name and bound): any difference (a partition created, attached, detached,
+-- dropped, re-bounded) makes it rebuild, since rows can arrive or leave with no trigger firing. An unpartitioned
+-- `tokens` has no members: nothing here applies to it.
 CREATE TABLE rollup_partitions (
     relid BIGINT PRIMARY KEY,  -- the table's oid: a partition dropped and made again under its name is another
     name TEXT NOT NULL,

@@ -215,20 +215,16 @@ fn recompute(
     first_run: bool,
 ) -> diesel::QueryResult<(Mode, RecomputeCounts, Vec<verify::Repair>)> {
     let consumed = incremental::consume_changes(conn)?;
-    let tree = partitions::changes(conn)?;
+    let tree_changed = partitions::changes(conn)?;
     partitions::record(conn)?;
-    if mode == Mode::Full || first_run || consumed.full_rebuild || tree.rebuild.is_some() {
+    if mode == Mode::Full || first_run || consumed.full_rebuild || tree_changed.is_some() {
         // A rebuild recounts everything: there is nothing left to verify.
         return Ok((Mode::Full, queries::recompute_all(conn)?, Vec::new()));
     }
-    // The days of a backfill and of partitions that appeared (created or attached), as one covering range.
     let range = match mode {
         Mode::Range { from, to } => Some((from, to)),
         _ => None,
-    }
-    .into_iter()
-    .chain(tree.ranges)
-    .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
+    };
     let mut counts = incremental::apply_changes(conn, range)?;
     let Mode::Verify(scope) = mode else {
         return Ok((mode, counts, Vec::new()));
@@ -247,13 +243,9 @@ pub fn dry_run(conn: &mut PgConnection, mode: Mode) -> diesel::QueryResult<Strin
         let mut out = String::new();
         let first_run = queries::latest_success(conn)?.is_none();
         let pending = incremental::pending_by_source(conn)?;
-        let tree = partitions::changes(conn)?;
-        if let Some(why) = &tree.rebuild {
+        if let Some(why) = partitions::changes(conn)? {
             let _ = writeln!(out, "would rebuild everything: {why}");
             return Ok(out);
-        }
-        for (name, (from, to)) in tree.appeared.iter().zip(&tree.ranges) {
-            let _ = writeln!(out, "partition {name} appeared: would recount {from} to {to} and its users");
         }
         let truncated = pending.iter().any(|p| p.full_rebuild);
         let _ = match (mode, first_run, truncated) {
