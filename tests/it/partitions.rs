@@ -10,21 +10,24 @@ use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
 use proptest::prelude::*;
 
+/// The old schema's users (four of them) and a `tokens` partitioned by range on `created_at`, with no partition.
+const PARTITIONED_BASE: &str = "CREATE TABLE users (id SERIAL CONSTRAINT users_pk PRIMARY KEY, \
+    first_name VARCHAR(50) NOT NULL, last_name VARCHAR(50) NOT NULL, joined_at TIMESTAMP NOT NULL, \
+    is_active BOOLEAN NOT NULL DEFAULT true); \
+  CREATE TABLE tokens (id SERIAL, user_id INTEGER NOT NULL REFERENCES users, token VARCHAR(6) NOT NULL, \
+    created_at TIMESTAMP NOT NULL DEFAULT now(), used_at TIMESTAMP, PRIMARY KEY (id, created_at)) \
+    PARTITION BY RANGE (created_at); \
+  INSERT INTO users (id, first_name, last_name, joined_at) SELECT i, 'F', 'L', '2023-01-01' FROM generate_series(1, 4) i";
+
 /// Three daily partitions of 2023-02-06..08, made before the first migrate.
 fn partitioned_db() -> (TestDb, PgConnection) {
     let db = empty_db();
     let mut conn = db.conn();
+    conn.batch_execute(PARTITIONED_BASE).unwrap();
     conn.batch_execute(
-        "CREATE TABLE users (id SERIAL CONSTRAINT users_pk PRIMARY KEY, first_name VARCHAR(50) NOT NULL, \
-           last_name VARCHAR(50) NOT NULL, joined_at TIMESTAMP NOT NULL, is_active BOOLEAN NOT NULL DEFAULT true); \
-         CREATE TABLE tokens (id SERIAL, user_id INTEGER NOT NULL REFERENCES users, token VARCHAR(6) NOT NULL, \
-           created_at TIMESTAMP NOT NULL DEFAULT now(), used_at TIMESTAMP, PRIMARY KEY (id, created_at)) \
-           PARTITION BY RANGE (created_at); \
-         CREATE TABLE tokens_d0 PARTITION OF tokens FOR VALUES FROM ('2023-02-06') TO ('2023-02-07'); \
+        "CREATE TABLE tokens_d0 PARTITION OF tokens FOR VALUES FROM ('2023-02-06') TO ('2023-02-07'); \
          CREATE TABLE tokens_d1 PARTITION OF tokens FOR VALUES FROM ('2023-02-07') TO ('2023-02-08'); \
-         CREATE TABLE tokens_d2 PARTITION OF tokens FOR VALUES FROM ('2023-02-08') TO ('2023-02-09'); \
-         INSERT INTO users (id, first_name, last_name, joined_at) \
-           SELECT i, 'F', 'L', '2023-01-01' FROM generate_series(1, 4) i",
+         CREATE TABLE tokens_d2 PARTITION OF tokens FOR VALUES FROM ('2023-02-08') TO ('2023-02-09')",
     )
     .unwrap();
     db::migrate(&mut conn).unwrap();
@@ -211,15 +214,9 @@ fn writes_naming_a_partition_are_captured_and_a_dropped_partition_is_noticed() {
 fn a_pg_partman_set_with_premade_partitions_and_retention_stays_equal_to_the_old_sql() {
     let db = empty_db();
     let mut conn = db.conn();
+    conn.batch_execute(PARTITIONED_BASE).unwrap();
     conn.batch_execute(
-        "CREATE TABLE users (id SERIAL CONSTRAINT users_pk PRIMARY KEY, first_name VARCHAR(50) NOT NULL, \
-           last_name VARCHAR(50) NOT NULL, joined_at TIMESTAMP NOT NULL, is_active BOOLEAN NOT NULL DEFAULT true); \
-         CREATE TABLE tokens (id SERIAL, user_id INTEGER NOT NULL REFERENCES users, token VARCHAR(6) NOT NULL, \
-           created_at TIMESTAMP NOT NULL DEFAULT now(), used_at TIMESTAMP, PRIMARY KEY (id, created_at)) \
-           PARTITION BY RANGE (created_at); \
-         INSERT INTO users (id, first_name, last_name, joined_at) \
-           SELECT i, 'F', 'L', '2023-01-01' FROM generate_series(1, 4) i; \
-         CREATE SCHEMA partman; \
+        "CREATE SCHEMA partman; \
          CREATE EXTENSION pg_partman SCHEMA partman",
     )
     .expect("pg_partman (Debian: apt-get install postgresql-15-partman; scripts/test installs it)");
