@@ -7,14 +7,23 @@ use chrono::NaiveDate;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Nullable, Text};
+use diesel::sql_types::{BigInt, Date, Integer, Nullable, Text};
 
-/// What a verification looks at: every day and user, or the days in a range and the users with a token
-/// created in it.
+/// What a verification looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
+    /// Every day and every user.
     All,
+    /// The days in a range and the users with a token created in it (`refresh --verify --from --to`).
     Days { from: NaiveDate, to: NaiveDate },
+    /// The days in a range and, separately, the users whose id is `bucket` modulo `buckets` (the background
+    /// sample: the users of a few days are most of the members, and recounting them reads most of the table).
+    Sample {
+        from: NaiveDate,
+        to: NaiveDate,
+        bucket: i32,
+        buckets: i32,
+    },
 }
 
 /// One repaired count.
@@ -68,9 +77,15 @@ struct Checked {
 /// Recounts `scope`, repairs every count (and `joined_at`) that differs, and returns what it did. Runs inside the
 /// caller's transaction, after the captured changes were applied.
 pub fn verify_and_repair(conn: &mut PgConnection, scope: Scope) -> QueryResult<Verified> {
-    let (from, to) = match scope {
-        Scope::All => (None, None),
-        Scope::Days { from, to } => (Some(from), Some(to)),
+    let (from, to, bucket, buckets) = match scope {
+        Scope::All => (None, None, None, None),
+        Scope::Days { from, to } => (Some(from), Some(to), None, None),
+        Scope::Sample {
+            from,
+            to,
+            bucket,
+            buckets,
+        } => (Some(from), Some(to), Some(bucket), Some(buckets.max(1))),
     };
     conn.batch_execute("SET LOCAL jit = off")?;
     diesel::sql_query(
@@ -91,7 +106,10 @@ pub fn verify_and_repair(conn: &mut PgConnection, scope: Scope) -> QueryResult<V
         "CREATE TEMP TABLE verify_users ON COMMIT DROP AS \
          WITH scope AS ( \
            SELECT DISTINCT user_id FROM tokens \
-           WHERE $1::date IS NOT NULL AND created_at >= $1::date AND created_at < $2::date + 1 \
+           WHERE $1::date IS NOT NULL AND $4::int IS NULL \
+             AND created_at >= $1::date AND created_at < $2::date + 1 \
+           UNION SELECT user_id FROM user_visits_rollup WHERE user_id % $4::int = $3::int \
+           UNION SELECT id FROM users WHERE id % $4::int = $3::int \
          ), counted AS ( \
            SELECT user_id, count(*) AS n FROM tokens \
            WHERE $1::date IS NULL OR user_id = ANY (ARRAY(SELECT user_id FROM scope)) GROUP BY user_id \
@@ -106,6 +124,8 @@ pub fn verify_and_repair(conn: &mut PgConnection, scope: Scope) -> QueryResult<V
     )
     .bind::<Nullable<Date>, _>(from)
     .bind::<Nullable<Date>, _>(to)
+    .bind::<Nullable<Integer>, _>(bucket)
+    .bind::<Nullable<Integer>, _>(buckets)
     .execute(conn)?;
     let checked: Checked = diesel::sql_query(
         "SELECT (SELECT count(*) FROM verify_days)::int8 AS days, \

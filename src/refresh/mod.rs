@@ -256,6 +256,11 @@ pub fn dry_run(conn: &mut PgConnection, mode: Mode) -> diesel::QueryResult<Strin
                 out,
                 "would recount every day and user from the base tables and repair any drift, after:"
             ),
+            (Mode::Verify(verify::Scope::Sample { from, to, bucket, buckets }), ..) => writeln!(
+                out,
+                "would recount every day from {from} to {to} and the users whose id is {bucket} modulo {buckets}, \
+                 and repair any drift, after:"
+            ),
             (Mode::Verify(verify::Scope::Days { from, to }), ..) => writeln!(
                 out,
                 "would recount every day from {from} to {to} and every user with a token created then, and repair \

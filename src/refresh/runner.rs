@@ -50,14 +50,23 @@ pub struct Runner {
 
 /// Days per window of the background verification.
 pub const SAMPLE_DAYS: i64 = 7;
+/// Users are sampled by id modulo this: a week of hourly runs goes through every user once.
+pub const SAMPLE_USER_BUCKETS: i32 = 168;
 
-/// Window `step` of the rotation over `lo..=hi`: the newest `SAMPLE_DAYS` days first, then further back, around.
+/// Window `step` of the rotation over `lo..=hi`: the newest `SAMPLE_DAYS` days first, then further back, around;
+/// and user bucket `step` modulo [`SAMPLE_USER_BUCKETS`].
 pub fn sample_window(lo: NaiveDate, hi: NaiveDate, step: u64) -> verify::Scope {
     let windows = ((hi - lo).num_days() / SAMPLE_DAYS + 1).max(1) as u64;
     let back = (step % windows) as i64 * SAMPLE_DAYS;
     let to = hi - chrono::Duration::days(back);
     let from = (to - chrono::Duration::days(SAMPLE_DAYS - 1)).max(lo);
-    verify::Scope::Days { from, to }
+    let bucket = (step % SAMPLE_USER_BUCKETS as u64) as i32;
+    verify::Scope::Sample {
+        from,
+        to,
+        bucket,
+        buckets: SAMPLE_USER_BUCKETS,
+    }
 }
 
 impl Runner {
@@ -176,7 +185,7 @@ impl Runner {
     }
 
     /// Verifies the next window of the background sample: `SAMPLE_DAYS` days, rotating from the newest day with
-    /// tokens back to the oldest and around, and every user with a token created in them.
+    /// tokens back to the oldest and around, and one bucket of users by id.
     pub fn verify_sample(&self) -> Result<Outcome, RunError> {
         let conn = self.pool.get().map_err(DbError::from);
         let conn = conn.and_then(|mut c| {

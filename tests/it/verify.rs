@@ -124,25 +124,19 @@ fn a_ranged_verify_repairs_only_its_days_and_their_users() {
 fn the_background_sample_rotates_over_every_day() {
     let (lo, hi) = (day("2023-01-01"), day("2023-01-20"));
     let windows: Vec<Scope> = (0..4).map(|k| sample_window(lo, hi, k)).collect();
+    let sample = |from: &str, to: &str, bucket| Scope::Sample {
+        from: day(from),
+        to: day(to),
+        bucket,
+        buckets: 168,
+    };
     assert_eq!(
         windows,
         [
-            Scope::Days {
-                from: day("2023-01-14"),
-                to: hi
-            },
-            Scope::Days {
-                from: day("2023-01-07"),
-                to: day("2023-01-13")
-            },
-            Scope::Days {
-                from: lo,
-                to: day("2023-01-06")
-            },
-            Scope::Days {
-                from: day("2023-01-14"),
-                to: hi
-            },
+            sample("2023-01-14", "2023-01-20", 0),
+            sample("2023-01-07", "2023-01-13", 1),
+            sample("2023-01-01", "2023-01-06", 2),
+            sample("2023-01-14", "2023-01-20", 3),
         ]
     );
 }
