@@ -178,7 +178,7 @@ pub struct Config {
     /// When the worker refreshes: cron with a leading seconds field, UTC.
     #[arg(long, env = "REFRESH_SCHEDULE", default_value = DEFAULT_SCHEDULE)]
     pub refresh_schedule: Schedule,
-    /// When the worker verifies a sample of the rollups against the base tables (7 days and their users, rotating)
+    /// When the worker verifies a sample of the rollups against the base tables (7 days and 1/168 of the users, rotating)
     /// and repairs any drift: cron with a leading seconds field, UTC.
     #[arg(long, env = "VERIFY_SCHEDULE", default_value = "0 0 * * * *")]
     pub verify_schedule: Schedule,
