@@ -105,6 +105,8 @@ pub fn start(
             schedule: config.refresh_schedule.clone(),
             verify: config.verify_schedule.clone(),
             metrics: Arc::clone(&metrics),
+            check_interval: config.refresh_check_interval.0,
+            min_interval: config.refresh_min_interval,
             with_scheduler: true,
         };
         tokio::spawn(background(
@@ -210,7 +212,7 @@ fn start_metrics(
             }
             let age = cache
                 .current()
-                .map_or(started.elapsed(), |s| s.age(chrono::Utc::now()));
+                .map_or(started.elapsed(), |s| cache.age(&s, chrono::Utc::now()));
             metrics2.record_data_age(age);
         }
     });

@@ -82,6 +82,9 @@ async fn sync(pool: &PgPool, cache: &Arc<ReportCache>, notified: bool, log: &Log
         Ok(Ok(Synced::Reloaded)) => {
             info!(log, "cache reloaded"; "run_id" => cache.run_id(), "notified" => notified)
         }
+        Ok(Ok(Synced::Patched)) => {
+            debug!(log, "cache patched"; "run_id" => cache.run_id(), "notified" => notified)
+        }
         Ok(Ok(Synced::Touched)) => {
             debug!(log, "cache vouched by a newer run"; "run_id" => cache.run_id())
         }

@@ -8,74 +8,80 @@
 //! Bodies are written by hand rather than through a map serializer because the key order and the timestamp
 //! format are the contract; every key and value is a number or a fixed-format date, so nothing needs escaping.
 
-use chrono::{NaiveDateTime, Timelike};
-use std::fmt::Write;
+use chrono::{Datelike, NaiveDateTime, Timelike};
+use std::io::Write;
 
-use crate::cache::rendered::{Indexer, Rendered};
+use crate::cache::chunked::{Chunked, Entry};
 use crate::db::queries::{DayRow, UserRow};
+
+/// Days per chunk of the daily-usage body (`2^DAY_SHIFT`): about 1.2 kB of text.
+pub const DAY_SHIFT: u32 = 6;
+/// User ids per chunk of the user-visits body (`2^USER_SHIFT`): about 15 kB of text, a fraction of a
+/// millisecond to re-render and recompress when one of its members checks in.
+pub const USER_SHIFT: u32 = 8;
+
+// Writing to a Vec cannot fail, hence the ignored results.
+impl Entry for DayRow {
+    fn key(&self) -> i64 {
+        i64::from(self.day.num_days_from_ce())
+    }
+
+    fn render(&self, out: &mut Vec<u8>) {
+        let _ = write!(out, "\"{}\":{}", self.day.format("%Y-%m-%d"), self.checkins);
+    }
+}
+
+impl Entry for UserRow {
+    fn key(&self) -> i64 {
+        i64::from(self.user_id)
+    }
+
+    fn render(&self, out: &mut Vec<u8>) {
+        let _ = write!(out, "\"{}\":{{\"joined_at\":", self.user_id);
+        match self.joined_at {
+            Some(t) => {
+                let _ = write!(out, "\"{}\"", format_timestamp(t));
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        let _ = write!(out, ",\"visits\":{}}}", self.visits);
+    }
+}
+
+/// A whole body in one piece, entry after entry: the reference the chunked bodies are compared with.
+#[cfg(feature = "dev-tools")]
+fn render_whole<E: Entry>(rows: &[E]) -> Vec<u8> {
+    let mut out = b"{".to_vec();
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        row.render(&mut out);
+    }
+    out.extend_from_slice(b"}\n");
+    out
+}
 
 /// Renders the daily-usage body; `days` must be sorted by day.
 #[cfg(feature = "dev-tools")]
 pub fn render_daily_usage(days: &[DayRow]) -> Vec<u8> {
-    daily_usage_indexed(days).0
-}
-
-/// The daily-usage body, rendered, indexed by day and compressed.
-pub fn daily_usage(days: &[DayRow]) -> Rendered {
-    let (body, index) = daily_usage_indexed(days);
-    Rendered::indexed(body, index.entries)
-}
-
-fn daily_usage_indexed(days: &[DayRow]) -> (Vec<u8>, Indexer) {
-    let mut out = String::with_capacity(2 + days.len() * 20);
-    let mut index = Indexer::with_capacity(days.len());
-    out.push('{');
-    for (i, row) in days.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        index.start(out.len());
-        // Writing to a String cannot fail.
-        let _ = write!(out, "\"{}\":{}", row.day.format("%Y-%m-%d"), row.checkins);
-        index.end(out.len());
-    }
-    out.push_str("}\n");
-    (out.into_bytes(), index)
+    render_whole(days)
 }
 
 /// Renders the user-visits body; `users` must be sorted by user id.
 #[cfg(feature = "dev-tools")]
 pub fn render_user_visits(users: &[UserRow]) -> Vec<u8> {
-    user_visits_indexed(users).0
+    render_whole(users)
 }
 
-/// The user-visits body, rendered, indexed by user and compressed.
-pub fn user_visits(users: &[UserRow]) -> Rendered {
-    let (body, index) = user_visits_indexed(users);
-    Rendered::indexed(body, index.entries)
+/// The daily-usage body, in chunks; `days` sorted by day.
+pub fn daily_usage(days: Vec<DayRow>) -> Chunked<DayRow> {
+    Chunked::build(days, DAY_SHIFT)
 }
 
-fn user_visits_indexed(users: &[UserRow]) -> (Vec<u8>, Indexer) {
-    let mut out = String::with_capacity(2 + users.len() * 64);
-    let mut index = Indexer::with_capacity(users.len());
-    out.push('{');
-    for (i, row) in users.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        index.start(out.len());
-        let _ = write!(out, "\"{}\":{{\"joined_at\":", row.user_id);
-        match row.joined_at {
-            Some(t) => {
-                let _ = write!(out, "\"{}\"", format_timestamp(t));
-            }
-            None => out.push_str("null"),
-        }
-        let _ = write!(out, ",\"visits\":{}}}", row.visits);
-        index.end(out.len());
-    }
-    out.push_str("}\n");
-    (out.into_bytes(), index)
+/// The user-visits body, in chunks; `users` sorted by user id.
+pub fn user_visits(users: Vec<UserRow>) -> Chunked<UserRow> {
+    Chunked::build(users, USER_SHIFT)
 }
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff`, or without the fraction when the microseconds are zero.

@@ -28,6 +28,8 @@ diesel::table! {
         data_version -> Int8,
         error -> Nullable<Text>,
         runs -> Int4,
+        base_version -> Nullable<Int8>,
+        delta_rows -> Nullable<Int4>,
     }
 }
 

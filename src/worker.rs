@@ -1,5 +1,11 @@
 //! The refresh worker: when to refresh, and what to do with the result.
 //!
+//! Refreshes follow the writes: every `check_interval` (100 ms by default) the worker asks whether any change
+//! was captured (one statement that stops at the first row of `rollup_changes`; the writers pay nothing for it)
+//! and refreshes as soon as one was, but never starts two runs less than `min_interval` apart, which bounds the
+//! load under a stream of writes. The cron schedule stays as the backstop (and a run that finds nothing to do
+//! writes nothing: see [`crate::refresh::Outcome::Unchanged`]).
+//!
 //! tokio-cron-scheduler only produces ticks: its job does a `try_send` on a channel of capacity one. A single
 //! loop owns everything else, which gives the guarantees the scheduler lacks:
 //! - runs never overlap (the loop awaits each run; ticks arriving meanwhile coalesce into one pending tick);
@@ -86,6 +92,10 @@ pub struct Worker {
     /// When to verify the next sample of the rollups.
     pub verify: Schedule,
     pub metrics: Arc<Metrics>,
+    /// How often to check for captured changes between ticks (`None`: only the schedule refreshes).
+    pub check_interval: Option<Duration>,
+    /// Least time between the starts of two runs.
+    pub min_interval: Duration,
     /// Whether the cron scheduler ticks. Without it only the watchdog keeps the schedule, which is what the
     /// worker falls back to when the scheduler stops ticking (the tests use this to prove that fallback works).
     pub with_scheduler: bool,
@@ -99,6 +109,8 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
         schedule,
         verify,
         metrics,
+        check_interval,
+        min_interval,
         with_scheduler,
     } = worker;
     let log = runner.log().clone();
@@ -114,6 +126,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
     info!(log, "worker started"; "schedule" => schedule.expr(), "mode" => mode.as_str());
 
     let retry_after = |ok: bool| (!ok).then(|| Instant::now() + backoff(runner.failures()));
+    let mut last_start = Instant::now();
     let mut retry_at = retry_after(refresh(&runner, mode).await);
     let mut last_tick = Utc::now();
     let mut next_verify = next_fire(verify.cron(), Utc::now());
@@ -125,6 +138,10 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
         let retry = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         let verify_at =
             next_verify.map_or_else(|| Instant::now() + Duration::from_secs(86_400), instant_at);
+        let check_at = check_interval
+            .map_or_else(|| Instant::now() + Duration::from_secs(86_400), |every| {
+                (Instant::now() + every).max(last_start + min_interval)
+            });
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
@@ -137,6 +154,20 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
                 let runner = Arc::clone(&runner);
                 // Its outcome is recorded and logged by the runner; a failed sample waits for the next one.
                 let _ = tokio::task::spawn_blocking(move || runner.verify_sample()).await;
+                continue;
+            }
+            // While a failure waits for its retry, the retry decides (with its backoff), not the check.
+            _ = tokio::time::sleep_until(check_at), if check_interval.is_some() && retry_at.is_none() => {
+                let started = Instant::now();
+                let runner2 = Arc::clone(&runner);
+                match tokio::task::spawn_blocking(move || runner2.run_if_pending(mode)).await {
+                    Ok(Ok(None)) => {}
+                    Ok(result) => {
+                        last_start = started;
+                        retry_at = retry_after(result.is_ok());
+                    }
+                    Err(e) => error!(log, "refresh task panicked or was cancelled"; "error" => %e),
+                }
                 continue;
             }
             _ = tokio::time::sleep_until(watchdog) => {
@@ -154,6 +185,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
                 }
             }
         }
+        last_start = Instant::now();
         retry_at = retry_after(refresh(&runner, mode).await);
     }
     info!(log, "worker stopping");

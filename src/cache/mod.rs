@@ -6,31 +6,89 @@
 //! wait, never see a half-built snapshot, and keep the old one alive until they finish with it. A failed refresh
 //! or a database outage simply never stores, so the last good snapshot stays served.
 
+pub mod chunked;
 pub mod rendered;
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::dashboard::{self, Figures};
+use crate::dashboard::{self, Figures, Visits};
+use crate::db::deltas::{self, Delta};
 use crate::db::queries::{self, DayRow, Rollups, RunStamp, UserRow};
 use crate::report;
+use chunked::{Chunked, Entry};
 use diesel::pg::PgConnection;
 pub use rendered::{Encoded, Rendered};
 
-/// The rendered reports of one rollup state (shared by every snapshot of the same data version).
+/// The reports of one rollup state (shared by every snapshot of the same data version).
 #[derive(Debug)]
 pub struct ReportData {
     /// The run that produced these rollup contents.
     pub data_version: i64,
     /// When that run committed: the reports' `Last-Modified` (it stays put across runs that change nothing).
     pub changed_at: DateTime<Utc>,
-    pub daily_usage: Rendered,
-    pub user_visits: Rendered,
-    pub days: Vec<DayRow>,
-    pub users: Vec<UserRow>,
+    pub daily_usage: Chunked<DayRow>,
+    pub user_visits: Chunked<UserRow>,
+    /// Members per visits count, patched with `user_visits` (the figures' input).
+    pub visits: Visits,
     /// The dashboard's figures (the page itself also shows the run, so it is rendered per snapshot).
     pub figures: Figures,
+}
+
+impl ReportData {
+    fn new(
+        data_version: i64,
+        changed_at: DateTime<Utc>,
+        daily_usage: Chunked<DayRow>,
+        user_visits: Chunked<UserRow>,
+        visits: Visits,
+    ) -> Self {
+        let days: Vec<DayRow> = daily_usage.rows().cloned().collect();
+        ReportData {
+            data_version,
+            changed_at,
+            figures: Figures::compute(&days, &visits),
+            daily_usage,
+            user_visits,
+            visits,
+        }
+    }
+
+    /// This data with the logged `changes` applied (in run order), as of run `link`.
+    fn patched(&self, link: &deltas::Link, changes: Vec<Delta>) -> Self {
+        let (mut days, mut users) = (Vec::new(), Vec::new());
+        for d in changes {
+            if let (Some(day), Some(checkins)) = (d.day, d.checkins) {
+                let row = DayRow { day, checkins };
+                days.push((row.key(), (checkins > 0).then_some(row)));
+            } else if let (Some(user_id), Some(visits)) = (d.user_id, d.visits) {
+                let row = UserRow {
+                    user_id,
+                    joined_at: d.joined_at,
+                    visits,
+                };
+                users.push((row.key(), (visits > 0).then_some(row)));
+            }
+        }
+        // The histogram moves from each user's held count to its last logged one.
+        let mut visits = self.visits.clone();
+        let mut last: std::collections::BTreeMap<i64, Option<i64>> = Default::default();
+        for (k, row) in &users {
+            last.insert(*k, row.as_ref().map(|r| r.visits));
+        }
+        for (k, new) in last {
+            visits.apply(self.user_visits.get(k).map(|r| r.visits), new);
+        }
+        ReportData::new(
+            link.id,
+            link.finished_at,
+            self.daily_usage.patch(days),
+            self.user_visits.patch(users),
+            visits,
+        )
+    }
 }
 
 /// One immutable generation of the reports: the data, and the newest run that vouched for it.
@@ -38,7 +96,7 @@ pub struct ReportData {
 pub struct Snapshot {
     /// The newest successful refresh run this replica has seen.
     pub run_id: i64,
-    /// When that run committed: the `Last-Modified` of both reports and the base of the data age.
+    /// When that run committed: the dashboard's `Last-Modified`.
     pub computed_at: DateTime<Utc>,
     pub data: Arc<ReportData>,
     /// The dashboard page (`GET /`) for this run.
@@ -47,15 +105,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn from_rollups(rollups: Rollups) -> Self {
-        let data = Arc::new(ReportData {
-            data_version: rollups.run.data_version,
-            changed_at: rollups.changed_at,
-            daily_usage: report::daily_usage(&rollups.days),
-            user_visits: report::user_visits(&rollups.users),
-            figures: Figures::compute(&rollups.days, &rollups.users),
-            days: rollups.days,
-            users: rollups.users,
-        });
+        let visits = Visits::of(&rollups.users);
+        let data = Arc::new(ReportData::new(
+            rollups.run.data_version,
+            rollups.changed_at,
+            report::daily_usage(rollups.days),
+            report::user_visits(rollups.users),
+            visits,
+        ));
         Self::with_data(rollups.run, data)
     }
 
@@ -68,11 +125,6 @@ impl Snapshot {
             data,
         }
     }
-
-    /// Age of the data at `now` (zero if the clocks disagree).
-    pub fn age(&self, now: DateTime<Utc>) -> std::time::Duration {
-        (now - self.computed_at).to_std().unwrap_or_default()
-    }
 }
 
 /// What a [`ReportCache::sync_from`] did.
@@ -82,14 +134,26 @@ pub enum Synced {
     UpToDate,
     /// Same data, newer run: only the timestamps moved.
     Touched,
-    /// The rollups were read and rendered again.
+    /// The logged deltas of the newer runs were applied to the held reports.
+    Patched,
+    /// The rollups were read and rendered again (at start, after a rebuild, or across a gap in the log).
     Reloaded,
 }
 
 /// Shared by the HTTP handlers (readers) and the loaders (writers).
+///
+/// Besides the snapshot it keeps `complete_at` (milliseconds since the epoch): the time up to which the served
+/// data is known to contain every captured change. A run's commit sets it, and so does a check that finds no
+/// newer run and nothing pending ([`ReportCache::confirm`]); it only moves forward. The data's age is measured
+/// from it, so an idle service that writes nothing still reports fresh data, and a stalled writer shows up as
+/// an age growing from the oldest change it has not applied.
 #[derive(Debug, Default)]
 pub struct ReportCache {
     current: ArcSwapOption<Snapshot>,
+    complete_at: AtomicI64,
+    /// How many syncs patched and how many reloaded (the benchmark and the tests read them).
+    patched: AtomicU64,
+    reloaded: AtomicU64,
 }
 
 impl ReportCache {
@@ -107,11 +171,72 @@ impl ReportCache {
         self.current.load().as_ref().map_or(0, |s| s.run_id)
     }
 
+    /// How old the data of `snap` is at `now`: the time since the moment up to which it is known to hold every
+    /// captured change (zero if the clocks disagree).
+    pub fn age(&self, snap: &Snapshot, now: DateTime<Utc>) -> std::time::Duration {
+        let complete = snap
+            .computed_at
+            .timestamp_millis()
+            .max(self.complete_at.load(Ordering::Relaxed));
+        let ms = now.timestamp_millis().saturating_sub(complete);
+        std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
+    /// How many syncs applied deltas, and how many loaded everything.
+    pub fn syncs(&self) -> (u64, u64) {
+        (
+            self.patched.load(Ordering::Relaxed),
+            self.reloaded.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The served data is known to hold every change captured before `at`.
+    pub fn confirm(&self, at: DateTime<Utc>) {
+        self.complete_at
+            .fetch_max(at.timestamp_millis(), Ordering::Relaxed);
+    }
+
     /// Brings the cache up to the newest successful run in the database: the writer after its own run, every
-    /// other replica's follower after a notification or a poll. Reads one index entry when nothing is new; the
-    /// rollups only when the data version changed.
+    /// other replica's follower after a notification or a poll. When nothing is new this is one statement; when
+    /// the data changed, it reads the delta log since the held version and patches, or reloads across a gap.
+    /// Then it records how complete the data is ([`ReportCache::confirm`]).
     pub fn sync_from(&self, conn: &mut PgConnection) -> diesel::QueryResult<Synced> {
-        let Some(run) = queries::latest_success(conn)? else {
+        let horizon = deltas::horizon(conn)?;
+        let synced = match horizon.latest_run {
+            Some(latest) if latest > self.run_id() => self.catch_up(conn)?,
+            _ => Synced::UpToDate,
+        };
+        if self.current().is_some() && self.run_id() >= horizon.latest_run.unwrap_or(0) {
+            self.confirm(horizon.oldest_pending.unwrap_or(horizon.now).min(horizon.now));
+        }
+        Ok(synced)
+    }
+
+    fn catch_up(&self, conn: &mut PgConnection) -> diesel::QueryResult<Synced> {
+        let held = self.current();
+        // Everything the patch needs, from one snapshot of the database; the patching itself happens after.
+        let found = conn.build_transaction().repeatable_read().read_only().run(|conn| -> diesel::QueryResult<_> {
+            let Some(run) = queries::latest_success(conn)? else {
+                return Ok(None);
+            };
+            let Some(cur) = held.as_ref().filter(|c| c.data.data_version < run.data_version) else {
+                return Ok(Some((run, None)));
+            };
+            let from = cur.data.data_version;
+            let links = deltas::changing_runs(conn, from, run.data_version)?;
+            let mut base = from;
+            for l in &links {
+                if l.base_version != Some(base) || l.delta_rows.is_none() {
+                    return Ok(Some((run, None)));
+                }
+                base = l.id;
+            }
+            let logged: i64 = links.iter().filter_map(|l| l.delta_rows).map(i64::from).sum();
+            let rows = deltas::read(conn, from, run.data_version)?;
+            let complete = base == run.data_version && rows.len() as i64 == logged;
+            Ok(Some((run, (complete && !links.is_empty()).then(|| (links, rows)))))
+        })?;
+        let Some((run, patch)) = found else {
             return Ok(Synced::UpToDate);
         };
         if run.id <= self.run_id() {
@@ -120,8 +245,20 @@ impl ReportCache {
         if self.touch(run) {
             return Ok(Synced::Touched);
         }
+        if let (Some(cur), Some((links, rows))) = (&held, patch) {
+            if let Some(last) = links.last() {
+                let data = Arc::new(cur.data.patched(last, rows));
+                return Ok(if self.swap_in(Arc::new(Snapshot::with_data(run, data))) {
+                    self.patched.fetch_add(1, Ordering::Relaxed);
+                    Synced::Patched
+                } else {
+                    Synced::UpToDate
+                });
+            }
+        }
         match queries::load_rollups(conn)? {
             Some(rollups) => Ok(if self.store(rollups) {
+                self.reloaded.fetch_add(1, Ordering::Relaxed);
                 Synced::Reloaded
             } else {
                 Synced::UpToDate

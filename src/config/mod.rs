@@ -178,6 +178,13 @@ pub struct Config {
     /// When the worker refreshes: cron with a leading seconds field, UTC.
     #[arg(long, env = "REFRESH_SCHEDULE", default_value = DEFAULT_SCHEDULE)]
     pub refresh_schedule: Schedule,
+    /// How often the worker checks for captured changes, refreshing as soon as there are some (REFRESH_SCHEDULE
+    /// stays as the backstop); off: only the schedule refreshes.
+    #[arg(long, env = "REFRESH_CHECK_INTERVAL", default_value = "100ms", value_parser = values::duration_or_off)]
+    pub refresh_check_interval: values::OrOff,
+    /// Least time between the starts of two refreshes by one worker: bounds the load under a stream of writes.
+    #[arg(long, env = "REFRESH_MIN_INTERVAL", default_value = "200ms", value_parser = values::duration)]
+    pub refresh_min_interval: Duration,
     /// When the worker verifies a sample of the rollups against the base tables (7 days and 1/168 of the users, rotating)
     /// and repairs any drift: cron with a leading seconds field, UTC.
     #[arg(long, env = "VERIFY_SCHEDULE", default_value = "0 0 * * * *")]
@@ -398,7 +405,7 @@ mod tests {
     #[test]
     fn every_variable_is_listed_once() {
         let vars = variables(&Standalone::command());
-        assert_eq!(vars.len(), 28, "{vars:?}");
+        assert_eq!(vars.len(), 30, "{vars:?}");
         assert_eq!(vars[0], "DATABASE_URL");
         assert!(vars.contains(&"METRICS_FLUSH_INTERVAL".to_owned()));
     }

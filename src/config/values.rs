@@ -94,6 +94,19 @@ impl std::str::FromStr for Schedule {
 }
 
 /// Durations are written like `90s`, `15m`, `1h` or a bare number of seconds; zero is refused.
+/// A duration, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrOff(pub Option<Duration>);
+
+pub fn duration_or_off(value: &str) -> Result<OrOff, ValueError> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(OrOff(None));
+    }
+    duration(value)
+        .map(|d| OrOff(Some(d)))
+        .map_err(|e| ValueError::new(format!("{} (or off)", e.0)))
+}
+
 pub fn duration(value: &str) -> Result<Duration, ValueError> {
     let parsed = match value.parse::<u64>() {
         Ok(secs) => Ok(Duration::from_secs(secs)),
@@ -183,6 +196,9 @@ mod tests {
         assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(duration("0").unwrap_err().0.contains("greater than zero"));
         assert!(duration("soon").unwrap_err().0.contains("90s"));
+        assert_eq!(duration_or_off("OFF").unwrap(), OrOff(None));
+        assert_eq!(duration_or_off("100ms").unwrap(), OrOff(Some(Duration::from_millis(100))));
+        assert!(duration_or_off("0").unwrap_err().0.contains("or off"));
     }
 
     #[test]

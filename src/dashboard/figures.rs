@@ -8,6 +8,7 @@
 //! - the visits distribution: members per bucket of their `visits`.
 
 use chrono::{Datelike, NaiveDate};
+use std::collections::BTreeMap;
 
 use crate::db::queries::{DayRow, UserRow};
 
@@ -24,6 +25,40 @@ pub const VISIT_BUCKETS: [(i64, i64); 7] = [
 
 /// The chart shows at most this many days (the most recent ones).
 pub const CHART_MAX_DAYS: usize = 366;
+
+/// Members per `visits` value: all the figures need of the user-visits report, patched along with it (a
+/// few thousand distinct values at most, so a snapshot copies it cheaply).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Visits(BTreeMap<i64, u64>);
+
+impl Visits {
+    pub fn of<'a>(users: impl IntoIterator<Item = &'a UserRow>) -> Self {
+        let mut v = Visits::default();
+        for u in users {
+            v.apply(None, Some(u.visits));
+        }
+        v
+    }
+
+    /// One member's count went from `old` to `new` (`None`: no row).
+    pub fn apply(&mut self, old: Option<i64>, new: Option<i64>) {
+        if let Some(o) = old {
+            if let Some(n) = self.0.get_mut(&o) {
+                *n -= 1;
+                if *n == 0 {
+                    self.0.remove(&o);
+                }
+            }
+        }
+        if let Some(n) = new {
+            *self.0.entry(n).or_default() += 1;
+        }
+    }
+
+    fn members(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {
@@ -46,18 +81,20 @@ pub struct Figures {
 }
 
 impl Figures {
-    /// `days` sorted by day, as the rollup loads them.
-    pub fn compute(days: &[DayRow], users: &[UserRow]) -> Self {
+    /// `days` sorted by day, as the rollup loads them; `visits` of the user-visits report.
+    pub fn compute(days: &[DayRow], visits: &Visits) -> Self {
+        let members = visits.members();
         let mut f = Figures {
             total_checkins: days
                 .iter()
                 .map(|d| d.checkins)
                 .fold(0i64, i64::saturating_add),
-            total_tokens: users
+            total_tokens: visits
+                .0
                 .iter()
-                .map(|u| u.visits)
+                .map(|(&v, &n)| v.saturating_mul(n as i64))
                 .fold(0i64, i64::saturating_add),
-            members: users.len(),
+            members: members as usize,
             active_days: days.len(),
             first_day: days.first().map(|d| d.day),
             last_day: days.last().map(|d| d.day),
@@ -87,17 +124,20 @@ impl Figures {
             }
         }
 
-        for u in users {
+        let mut seen = 0;
+        for (&v, &n) in &visits.0 {
             if let Some(b) = VISIT_BUCKETS
                 .iter()
-                .position(|&(lo, hi)| (lo..=hi).contains(&u.visits))
+                .position(|&(lo, hi)| (lo..=hi).contains(&v))
             {
-                f.visit_buckets[b] += 1;
+                f.visit_buckets[b] += n as usize;
             }
+            // The median is the element at index members / 2 of the sorted counts.
+            if seen <= members / 2 && members / 2 < seen + n {
+                f.median_visits = v;
+            }
+            seen += n;
         }
-        let mut visits: Vec<i64> = users.iter().map(|u| u.visits).collect();
-        visits.sort_unstable();
-        f.median_visits = visits.get(visits.len() / 2).copied().unwrap_or(0);
 
         if let Some(last) = f.last_day {
             let window_start = f.first_day.map_or(last, |first| {
@@ -167,7 +207,7 @@ mod tests {
             visits,
         };
         let users = vec![user(1, 1), user(2, 3), user(3, 150)];
-        let f = Figures::compute(&days, &users);
+        let f = Figures::compute(&days, &Visits::of(&users));
         assert_eq!(
             (f.total_checkins, f.total_tokens, f.members, f.active_days),
             (16, 154, 3, 3)
@@ -191,10 +231,10 @@ mod tests {
                 checkins: 1,
             })
             .collect();
-        let f = Figures::compute(&days, &[]);
+        let f = Figures::compute(&days, &Visits::default());
         assert_eq!(f.series.len(), CHART_MAX_DAYS);
         assert_eq!(f.series.last().unwrap().0, days.last().unwrap().day);
-        let empty = Figures::compute(&[], &[]);
+        let empty = Figures::compute(&[], &Visits::default());
         assert!(empty.series.is_empty() && empty.busiest_weekday().is_none());
     }
 }

@@ -11,7 +11,7 @@ pub mod figures;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-pub use figures::Figures;
+pub use figures::{Figures, Visits};
 use figures::VISIT_BUCKETS;
 
 const WEEKDAYS: [&str; 7] = [
@@ -208,7 +208,7 @@ mod tests {
             joined_at: None,
             visits: 1500,
         }];
-        let f = Figures::compute(&days, &users);
+        let f = Figures::compute(&days, &Visits::of(&users));
         let page = String::from_utf8(render(&f, DateTime::<Utc>::UNIX_EPOCH, 7)).unwrap();
         assert!(page.contains("data-figure=\"checkins\">1,234<"));
         assert!(page.contains("data-figure=\"tokens\">1,500<"));

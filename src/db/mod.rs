@@ -5,6 +5,7 @@
 //!
 //! Diesel is synchronous: callers on the async runtime run these functions inside `spawn_blocking`.
 
+pub mod deltas;
 pub mod incremental;
 pub mod listen;
 pub mod partitions;

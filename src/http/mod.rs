@@ -12,6 +12,7 @@
 //! and a clone of the shutdown receiver. On shutdown the accept loop stops, each task asks hyper to finish the
 //! in-flight request and close, and [`serve`] waits for the set to empty, aborting what is left at the deadline.
 
+pub mod body;
 pub mod caching;
 pub mod query;
 pub mod reports;

@@ -9,17 +9,19 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use flate2::Compression;
-use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
+use super::body::Body;
 use super::caching::accepts_gzip;
 use super::query::{self, QueryError};
 use super::routes::{error, json, AppState};
 use crate::cache::rendered::{gzip, MIN_COMPRESS_BYTES};
+use crate::cache::chunked::{Chunked, Entry};
 use crate::cache::{Encoded, Rendered, Snapshot};
+use chrono::Datelike;
 
-type Resp = Response<Full<Bytes>>;
+type Resp = Response<Body>;
 
 /// What is being served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +33,7 @@ pub enum Report {
 
 /// The representation chosen for one request.
 struct Chosen {
-    body: Bytes,
+    body: Body,
     etag: String,
     gzipped: bool,
 }
@@ -40,7 +42,7 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
     let Some(snap) = state.cache.current() else {
         // Before the first load: a JSON error for the reports, a page that reloads itself for a browser.
         let mut resp = if report == Report::Dashboard {
-            let mut r = Response::new(Full::new(Bytes::from_static(
+            let mut r = Response::new(Body::from(Bytes::from_static(
                 crate::dashboard::not_ready_page().as_bytes(),
             )));
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -78,11 +80,11 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
     };
     let not_modified = not_modified(req.headers(), &chosen.etag, last_modified);
     let mut resp = if not_modified {
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(Body::from(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Full::new(chosen.body));
+        let mut r = Response::new(Body::from(chosen.body));
         let content_type = match report {
             Report::Dashboard => "text/html; charset=utf-8",
             _ => "application/json",
@@ -110,7 +112,7 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
     }
     headers.insert(
         "x-data-age-seconds",
-        HeaderValue::from(snap.age(now).as_secs()),
+        HeaderValue::from(state.cache.age(&snap, now).as_secs()),
     );
     headers.insert("x-refresh-run-id", HeaderValue::from(snap.run_id));
     if report == Report::Dashboard {
@@ -139,52 +141,72 @@ fn choose(
     gzip_ok: bool,
 ) -> Result<Chosen, QueryError> {
     let data = &snap.data;
-    let (rendered, picked): (&Rendered, Option<(Vec<usize>, String)>) = match report {
-        Report::Dashboard => (&snap.dashboard, None),
+    match report {
+        Report::Dashboard => Ok(whole(&snap.dashboard, gzip_ok)),
         Report::DailyUsage => {
             let range = query::day_range(query)?;
-            let days = &data.days;
-            let lo = range
-                .from
-                .map_or(0, |from| days.partition_point(|d| d.day < from));
-            let hi = range
-                .to
-                .map_or(days.len(), |to| days.partition_point(|d| d.day <= to));
-            let picked =
-                (!range.is_empty()).then(|| ((lo..hi.max(lo)).collect(), range.canonical()));
-            (&data.daily_usage, picked)
+            let report = &data.daily_usage;
+            if range.is_empty() {
+                return Ok(chunked(report, gzip_ok));
+            }
+            let key = |d: chrono::NaiveDate| i64::from(d.num_days_from_ce());
+            let (subset, n) = report.range(
+                range.from.map_or(i64::MIN, key),
+                range.to.map_or(i64::MAX, key),
+                &range.canonical(),
+            );
+            // A filter that keeps every entry gives the very same bytes: serve the precomputed representation.
+            Ok(if n == report.len() {
+                chunked(report, gzip_ok)
+            } else {
+                encode_subset(subset, gzip_ok)
+            })
         }
         Report::UserVisits => {
             let set = query::user_set(query)?;
-            let users = &data.users;
-            let picked = (!set.is_empty()).then(|| {
-                let indices = set
-                    .ids
-                    .iter()
-                    .filter_map(|id| users.binary_search_by_key(id, |u| u.user_id).ok())
-                    .collect();
-                (indices, set.canonical())
-            });
-            (&data.user_visits, picked)
+            let report = &data.user_visits;
+            if set.is_empty() {
+                return Ok(chunked(report, gzip_ok));
+            }
+            let keys: Vec<i64> = set.ids.iter().map(|&id| i64::from(id)).collect();
+            let (subset, n) = report.keys(&keys, &set.canonical());
+            Ok(if n == report.len() {
+                chunked(report, gzip_ok)
+            } else {
+                encode_subset(subset, gzip_ok)
+            })
         }
-    };
-    match picked {
-        // A filter that keeps every entry gives the very same bytes: serve the precomputed representation.
-        Some((indices, filter)) if indices.len() != rendered.len() => {
-            Ok(encode_subset(rendered.subset(indices, &filter), gzip_ok))
-        }
-        _ => Ok(match (&rendered.gzip, gzip_ok) {
-            (Some(gz), true) => Chosen {
-                body: gz.body.clone(),
-                etag: gz.etag.clone(),
-                gzipped: true,
-            },
-            _ => Chosen {
-                body: rendered.body.clone(),
-                etag: rendered.etag.clone(),
-                gzipped: false,
-            },
-        }),
+    }
+}
+
+/// A whole report, as the parts of its chunks.
+fn chunked<E: Entry>(report: &Chunked<E>, gzip_ok: bool) -> Chosen {
+    match report.gzip_parts().filter(|_| gzip_ok) {
+        Some(parts) => Chosen {
+            body: Body::parts(parts),
+            etag: report.gzip_etag.clone(),
+            gzipped: true,
+        },
+        None => Chosen {
+            body: Body::parts(report.identity_parts()),
+            etag: report.etag.clone(),
+            gzipped: false,
+        },
+    }
+}
+
+fn whole(rendered: &Rendered, gzip_ok: bool) -> Chosen {
+    match (&rendered.gzip, gzip_ok) {
+        (Some(gz), true) => Chosen {
+            body: Body::from(gz.body.clone()),
+            etag: gz.etag.clone(),
+            gzipped: true,
+        },
+        _ => Chosen {
+            body: Body::from(rendered.body.clone()),
+            etag: rendered.etag.clone(),
+            gzipped: false,
+        },
     }
 }
 
@@ -192,14 +214,14 @@ fn encode_subset(subset: Encoded, gzip_ok: bool) -> Chosen {
     if gzip_ok && subset.body.len() > MIN_COMPRESS_BYTES {
         if let Some(gz) = gzip(&subset.body, Compression::fast()) {
             return Chosen {
-                body: Bytes::from(gz),
+                body: Body::from(Bytes::from(gz)),
                 etag: format!("{}-gzip\"", subset.etag.trim_end_matches('"')),
                 gzipped: true,
             };
         }
     }
     Chosen {
-        body: subset.body,
+        body: Body::from(subset.body),
         etag: subset.etag,
         gzipped: false,
     }

@@ -6,12 +6,12 @@
 
 use bytes::Bytes;
 use chrono::Utc;
-use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::body::Body;
 use super::caching::CachePolicy;
 use super::reports::{self, Report};
 use crate::cache::ReportCache;
@@ -28,7 +28,7 @@ pub struct AppState {
     pub cache_policy: CachePolicy,
 }
 
-type Resp = Response<Full<Bytes>>;
+type Resp = Response<Body>;
 
 /// Every endpoint. [`handle`] matches it exhaustively: a new route does not compile until it is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,7 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
         Route::Readiness => readiness(state),
         Route::Metrics => prometheus(state, &req),
         Route::OpenApi => {
-            let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+            let mut resp = Response::new(Body::from(Bytes::from_static(OPENAPI.as_bytes())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -146,7 +146,7 @@ fn readiness(state: &AppState) -> Resp {
             "not ready: no successful refresh loaded yet",
         ),
         Some(snap) => {
-            let age = snap.age(Utc::now());
+            let age = state.cache.age(&snap, Utc::now());
             if age > state.readiness_max_age {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -167,7 +167,7 @@ fn readiness(state: &AppState) -> Resp {
 /// does when it may), else the Prometheus text format 0.0.4 (`text/plain`, what older scrapers and promtool read).
 fn prometheus<B>(state: &AppState, req: &Request<B>) -> Resp {
     if let Some(snap) = state.cache.current() {
-        state.metrics.set_data_age(snap.age(Utc::now()));
+        state.metrics.set_data_age(state.cache.age(&snap, Utc::now()));
     }
     let openmetrics = req
         .headers()
@@ -191,7 +191,7 @@ fn prometheus<B>(state: &AppState, req: &Request<B>) -> Resp {
             "text/plain; version=0.0.4; charset=utf-8",
         )
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Body::from(Bytes::from(body)));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut()
@@ -200,7 +200,7 @@ fn prometheus<B>(state: &AppState, req: &Request<B>) -> Resp {
 }
 
 fn text(status: StatusCode, body: &str) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_owned())));
+    let mut resp = Response::new(Body::from(Bytes::from(body.to_owned())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -221,7 +221,7 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Resp {
 
 /// A JSON response: `value` serialised, with its status and `Content-Type`.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut resp = Response::new(Body::from(Bytes::from(value.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

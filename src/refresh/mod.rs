@@ -20,7 +20,7 @@ pub mod runner;
 pub use runner::{RunError, Runner};
 
 use crate::db::queries::{self, NewRun, RecomputeCounts};
-use crate::db::{incremental, partitions, verify};
+use crate::db::{deltas, incremental, partitions, verify};
 
 /// Advisory-lock key of the refresh writer ("rollups!" in ASCII).
 pub const WRITER_LOCK_KEY: i64 = 0x726f_6c6c_7570_7321;
@@ -75,6 +75,8 @@ pub struct RunReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Completed(RunReport),
+    /// An incremental run found no captured change: it rolled back, leaving no history row and no trace.
+    Unchanged,
     /// Another writer held the lock; nothing was done.
     Skipped,
 }
@@ -116,6 +118,11 @@ pub fn run_in(
             }
             other => break other,
         }
+    };
+    let result = match result {
+        // The rollback that [`attempt_once`] asks for when there was nothing to do.
+        Err(Error::RollbackTransaction) => return Ok(Outcome::Unchanged),
+        other => other,
     };
     result.map_err(|source: diesel::result::Error| {
         let message = source.to_string();
@@ -171,7 +178,10 @@ fn attempt_once(
         // and our winning the lock, this update fails with a serialization failure and `run` tries again.
         queries::take_writer_lease(conn, host)?;
         let previous = queries::latest_success(conn)?;
-        let (mode, counts, repairs) = recompute(conn, mode, previous.is_none())?;
+        let Some((mode, counts, repairs)) = recompute(conn, mode, previous.is_none())? else {
+            // Nothing was captured: undo the lease update too, so an idle service writes nothing at all.
+            return Err(Error::RollbackTransaction);
+        };
         let finished_at = Utc::now();
         let run_id = queries::insert_run(
             conn,
@@ -191,8 +201,13 @@ fn attempt_once(
         )?;
         if counts.rows_written > 0 || mode == Mode::Full || previous.is_none() {
             queries::set_data_version_to_self(conn, run_id)?;
+            // Deltas let the replicas patch their reports; a rebuild or a repair makes them reload instead.
+            if let (Some(p), true) = (previous, mode != Mode::Full && repairs.is_empty()) {
+                deltas::log_run(conn, run_id, p.data_version)?;
+            }
         }
         queries::prune_runs(conn, KEEP_HISTORY_DAYS)?;
+        deltas::prune(conn)?;
         queries::notify_refreshed(conn, NOTIFY_CHANNEL, run_id)?;
         Ok(Outcome::Completed(RunReport {
             run_id,
@@ -207,19 +222,24 @@ fn attempt_once(
     })
 }
 
+type Recomputed = (Mode, RecomputeCounts, Vec<verify::Repair>);
+
 /// Does the work of one run; returns the mode actually used (an incremental run may escalate to full) and, for
-/// a verifying run, what it repaired.
+/// a verifying run, what it repaired; `None` when an incremental run has nothing to do.
 fn recompute(
     conn: &mut PgConnection,
     mode: Mode,
     first_run: bool,
-) -> diesel::QueryResult<(Mode, RecomputeCounts, Vec<verify::Repair>)> {
+) -> diesel::QueryResult<Option<Recomputed>> {
     let consumed = incremental::consume_changes(conn)?;
     let tree_changed = partitions::changes(conn)?;
     partitions::record(conn)?;
     if mode == Mode::Full || first_run || consumed.full_rebuild || tree_changed.is_some() {
         // A rebuild recounts everything: there is nothing left to verify.
-        return Ok((Mode::Full, queries::recompute_all(conn)?, Vec::new()));
+        return Ok(Some((Mode::Full, queries::recompute_all(conn)?, Vec::new())));
+    }
+    if mode == Mode::Incremental && consumed.changes == 0 {
+        return Ok(None);
     }
     let range = match mode {
         Mode::Range { from, to } => Some((from, to)),
@@ -227,13 +247,13 @@ fn recompute(
     };
     let mut counts = incremental::apply_changes(conn, range)?;
     let Mode::Verify(scope) = mode else {
-        return Ok((mode, counts, Vec::new()));
+        return Ok(Some((mode, counts, Vec::new())));
     };
     let verified = verify::verify_and_repair(conn, scope)?;
     counts.days += verified.days;
     counts.users += verified.users;
     counts.rows_written += verified.repairs.len() as i64;
-    Ok((mode, counts, verified.repairs))
+    Ok(Some((mode, counts, verified.repairs)))
 }
 
 /// What the next incremental refresh would do, and why (`refresh --dry-run`).

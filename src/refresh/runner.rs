@@ -20,6 +20,9 @@ use diesel::PgConnection;
 
 /// How often the dashboard figures are computed (they cost a query).
 const FIGURES_EVERY: Duration = Duration::from_secs(60);
+/// Routine incremental runs (many a second under load) are logged at INFO at most this often; the others at
+/// DEBUG, and the next INFO line counts them.
+const ROUTINE_INFO_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a run did not happen or did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,13 @@ pub struct Runner {
     local_timeout: Option<Duration>,
     /// Which window of the background verification comes next.
     verify_cursor: AtomicU64,
+    /// When a routine run was last logged at INFO, and how many succeeded since.
+    routine_logged: Mutex<Option<Instant>>,
+    routine_quiet: AtomicU64,
+}
+
+fn queries_pending(conn: &mut PgConnection) -> Result<bool, DbError> {
+    crate::db::deltas::any_pending(conn).map_err(DbError::from)
 }
 
 /// Days per window of the background verification.
@@ -87,6 +97,8 @@ impl Runner {
             figures_at: Mutex::new(None),
             local_timeout: None,
             verify_cursor: AtomicU64::new(0),
+            routine_logged: Mutex::new(None),
+            routine_quiet: AtomicU64::new(0),
         }
     }
 
@@ -146,12 +158,38 @@ impl Runner {
                     warn!(self.log, "rollup drift repaired";
                         "repairs" => r.repairs.len(), "first" => shown.join("; "));
                 }
-                info!(self.log, "refresh succeeded";
+                let routine = r.mode == Mode::Incremental && !self.routine_info_due();
+                if routine {
+                    self.routine_quiet.fetch_add(1, Ordering::Relaxed);
+                }
+                let quiet = if routine { 0 } else { self.routine_quiet.swap(0, Ordering::Relaxed) };
+                let fields = slog::o!(
                     "run_id" => r.run_id, "mode" => r.mode.as_str(),
                     "days" => r.counts.days, "users" => r.counts.users,
                     "rows_read" => r.counts.rows_read, "rows_written" => r.counts.rows_written,
                     "repaired" => r.repairs.len(),
                     "duration_ms" => r.duration.as_millis() as u64);
+                let log = self.log.new(fields);
+                if routine {
+                    debug!(log, "refresh succeeded");
+                } else {
+                    info!(log, "refresh succeeded"; "runs_since_last_logged" => quiet);
+                }
+            }
+            Ok(Outcome::Unchanged) => {
+                // A run that found the rollups current succeeded (the metrics say so: an alarm on missing
+                // successes must not fire on an idle service); the service logs it only at DEBUG, the one-shot
+                // command (whose output is its result) at INFO.
+                self.metrics.record_refresh_success(Duration::ZERO, 0, 0, 0);
+                let failed = self.failures.swap(0, Ordering::Relaxed);
+                if failed > 0 {
+                    info!(self.log, "refresh recovered"; "failed_attempts" => failed);
+                }
+                if self.cache.is_none() {
+                    info!(self.log, "refresh found nothing to do"; "mode" => mode.as_str());
+                } else {
+                    debug!(self.log, "refresh found nothing to do"; "mode" => mode.as_str());
+                }
             }
             Ok(Outcome::Skipped) => {
                 self.metrics.record_refresh_skipped();
@@ -175,13 +213,43 @@ impl Runner {
     fn attempt(&self, conn: &mut PgConnection, mode: Mode) -> Result<Outcome, RunError> {
         let outcome = super::run_in(conn, mode, &self.host, self.local_timeout)?;
         trace!(self.log, "refresh transaction ended"; "outcome" => format!("{outcome:?}"));
+        if let Some(cache) = &self.cache {
+            cache.sync_from(conn).map_err(DbError::from)?;
+        }
         if let Outcome::Completed(_) = outcome {
-            if let Some(cache) = &self.cache {
-                cache.sync_from(conn).map_err(DbError::from)?;
-            }
             self.publish_figures_if_due(conn);
         }
         Ok(outcome)
+    }
+
+    /// Whether a routine run may log at INFO now (then the next one may only in [`ROUTINE_INFO_EVERY`]).
+    fn routine_info_due(&self) -> bool {
+        let Ok(mut at) = self.routine_logged.lock() else {
+            return true;
+        };
+        if at.is_some_and(|t| t.elapsed() < ROUTINE_INFO_EVERY) {
+            return false;
+        }
+        *at = Some(Instant::now());
+        true
+    }
+
+    /// The worker's check between ticks: one cheap statement, and a run only when a change was captured.
+    /// `Ok(None)` when nothing is pending (or the check could not be made: the next tick retries).
+    pub fn run_if_pending(&self, mode: Mode) -> Result<Option<Outcome>, RunError> {
+        let pending = self
+            .pool
+            .get()
+            .map_err(DbError::from)
+            .and_then(|mut c| queries_pending(&mut c));
+        match pending {
+            Ok(true) => self.run(mode).map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                debug!(self.log, "cannot check for pending changes"; "error" => %e);
+                Ok(None)
+            }
+        }
     }
 
     /// Verifies the next window of the background sample: `SAMPLE_DAYS` days, rotating from the newest day with

@@ -289,6 +289,26 @@ pub fn total_visits(body: &[u8]) -> i64 {
         .sum()
 }
 
+/// A gzip body decoded by flate2 (which checks the CRC-32 and the length in the trailer).
+pub fn gunzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// How many rows the run history has.
+pub fn run_rows(conn: &mut PgConnection) -> i64 {
+    use diesel::RunQueryDsl;
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "(SELECT count(*) FROM refresh_runs)",
+    ))
+    .get_result(conn)
+    .unwrap()
+}
+
 /// User 1 with one check-in on 2023-02-01 (daily usage `{"2023-02-01":1}`).
 pub fn add_one_checkin(conn: &mut PgConnection) {
     add_user(conn, 1, "2023-01-01 00:00:00");

@@ -188,7 +188,10 @@ async fn readiness_fails_when_the_served_data_is_older_than_the_ceiling() {
 async fn the_worker_refreshes_on_its_schedule() {
     let db = migrated_db();
     let app = TestApp::new(&db.url)
-        .with(|c| c.refresh_schedule = "* * * * * *".parse().unwrap())
+        .with(|c| {
+            c.refresh_schedule = "* * * * * *".parse().unwrap();
+            c.refresh_check_interval = coworking_analytics::config::values::OrOff(None);
+        })
         .start()
         .await;
     let first = wait_for_run(&app, 0).await;
@@ -197,12 +200,41 @@ async fn the_worker_refreshes_on_its_schedule() {
         common::add_one_checkin(&mut conn);
     }
     let later = wait_for_run(&app, first).await;
-    let later = wait_for_run(&app, later).await; // a run that certainly started after the insert
     assert!(later > first);
     let r = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
     assert_eq!(r.text(), "{\"2023-02-01\":1}\n");
+    // Ticks that find nothing to do write nothing, but count as successful refreshes.
+    let rows = common::run_rows(&mut db.conn());
+    let successes = app.metrics.refreshes("success");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(common::run_rows(&mut db.conn()), rows, "idle ticks wrote runs");
+    assert!(app.metrics.refreshes("success") >= successes + 2);
+    assert_eq!(app.cache.run_id(), later);
     assert_eq!(app.metrics.refreshes("failure"), 0);
-    assert!(app.metrics.refreshes("success") >= 3);
+    app.shutdown(Duration::from_secs(5)).await;
+}
+
+/// With the default settings the worker refreshes soon after a change is captured, not on the tick (here: once
+/// a year), and it does not refresh while nothing changes.
+#[tokio::test]
+async fn the_worker_refreshes_when_changes_are_captured() {
+    let db = migrated_db();
+    let app = TestApp::new(&db.url)
+        .with(|c| c.refresh_schedule = "0 0 0 1 1 *".parse().unwrap())
+        .start()
+        .await;
+    let first = wait_for_run(&app, 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.cache.run_id(), first, "no change, no run");
+    let rows = common::run_rows(&mut db.conn());
+    common::add_user(&mut db.conn(), 1, "2023-01-01 00:00:00");
+    for n in 1..=3 {
+        common::add_token(&mut db.conn(), 1, "2023-02-01 10:00:00", Some("2023-02-01 10:01:00"));
+        let run = wait_for_run(&app, app.cache.run_id()).await;
+        let r = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
+        assert_eq!(r.text(), format!("{{\"2023-02-01\":{n}}}\n"), "run {run}");
+    }
+    assert_eq!(common::run_rows(&mut db.conn()), rows + 3);
     app.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -232,6 +264,8 @@ async fn a_tick_that_does_not_come_is_noticed_and_the_refresh_still_runs() {
         schedule: "* * * * * *".parse().unwrap(),
         verify: "0 0 0 1 1 *".parse().unwrap(),
         metrics: Arc::clone(&metrics),
+        check_interval: None,
+        min_interval: Duration::from_millis(200),
         with_scheduler: false,
     };
     let task = tokio::spawn(worker::run(worker, rx));
@@ -302,9 +336,14 @@ async fn if_modified_since_and_a_last_modified_that_moves_only_with_the_data() {
     ];
     assert_eq!(get(both).await.status, 304);
 
-    // A refresh that changes nothing: a new run is served, Last-Modified stays put.
+    // A run that changes nothing (a self-check that finds no drift): a new run is served, Last-Modified stays put.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    refresh::run(&mut db.conn(), Mode::Incremental, "test").unwrap();
+    refresh::run(
+        &mut db.conn(),
+        Mode::Verify(coworking_analytics::db::verify::Scope::All),
+        "test",
+    )
+    .unwrap();
     let second = wait_for_run(&app, first).await;
     let r = request(app.addr, "GET", path, &[]).await;
     assert_eq!(

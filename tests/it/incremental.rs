@@ -1,9 +1,12 @@
 //! Incremental refresh equals a full recompute: after any sequence of writes (property test), and with writers
-//! and refreshes running at the same time.
+//! and refreshes running at the same time. Along the way a replica follows every refresh by applying the delta
+//! log, and must serve exactly the bytes (identity and gzip) of a replica that loads from scratch, which equal
+//! the old SQL's report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common;
 use crate::common::migrated_db;
+use coworking_analytics::cache::{ReportCache, Synced};
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
@@ -48,14 +51,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn ts(day: u8, time: u8) -> String {
-    format!("2023-02-{:02} {}", 6 + day, TIMES[usize::from(time % 3)])
+/// Day `d` of the test: 40 days apart, so that the days fall in different chunks of the daily-usage body.
+fn day(d: u8) -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2023, 2, 6).unwrap() + chrono::Days::new(40 * u64::from(d))
+}
+
+fn ts(d: u8, time: u8) -> String {
+    format!("{} {}", day(d), TIMES[usize::from(time % 3)])
+}
+
+/// User `u`'s id: 100 apart, so that the users fall in two chunks of the user-visits body.
+fn uid(u: u8) -> u32 {
+    u32::from(u) * 100
 }
 
 fn ensure_user(conn: &mut PgConnection, user: u8) {
     conn.batch_execute(&format!(
-        "INSERT INTO users (id, first_name, last_name, joined_at) VALUES ({user}, 'F', 'L', '2023-01-0{user} 08:00:00.5') \
-         ON CONFLICT (id) DO NOTHING"
+        "INSERT INTO users (id, first_name, last_name, joined_at) VALUES ({}, 'F', 'L', '2023-01-0{user} 08:00:00.5') \
+         ON CONFLICT (id) DO NOTHING",
+        uid(user)
     ))
     .unwrap();
 }
@@ -78,7 +92,7 @@ fn apply(conn: &mut PgConnection, op: &Op) {
                 .map(|(u, d, t, used)| {
                     let created = ts(*d, *t);
                     let used = if *used { format!("'{created}'::timestamp + interval '5 minutes'") } else { "NULL".into() };
-                    format!("({u}, '123456', '{created}', {used})")
+                    format!("({}, '123456', '{created}', {used})", uid(*u))
                 })
                 .collect();
             conn.batch_execute(&format!(
@@ -99,7 +113,8 @@ fn apply(conn: &mut PgConnection, op: &Op) {
         Op::Move(n, u, d, t) => {
             ensure_user(conn, *u);
             conn.batch_execute(&format!(
-                "UPDATE tokens SET user_id = {u}, created_at = '{}' WHERE id = {}",
+                "UPDATE tokens SET user_id = {}, created_at = '{}' WHERE id = {}",
+                uid(*u),
                 ts(*d, *t),
                 nth_token("true", *n)
             ))
@@ -108,26 +123,76 @@ fn apply(conn: &mut PgConnection, op: &Op) {
         Op::Delete(m, r) => conn.batch_execute(&format!("DELETE FROM tokens WHERE id % {m} = {r}")).unwrap(),
         Op::Joined(u, micros) => conn
             .batch_execute(&format!(
-                "UPDATE users SET joined_at = '2023-01-15 10:00:00'::timestamp + interval '{micros} microseconds' WHERE id = {u}"
+                "UPDATE users SET joined_at = '2023-01-15 10:00:00'::timestamp + interval '{micros} microseconds' WHERE id = {}",
+                uid(*u)
             ))
             .unwrap(),
         Op::DeleteUser(u) => conn
             .batch_execute(&format!(
-                "BEGIN; DELETE FROM tokens WHERE user_id = {u}; DELETE FROM users WHERE id = {u}; COMMIT;"
+                "BEGIN; DELETE FROM tokens WHERE user_id = {0}; DELETE FROM users WHERE id = {0}; COMMIT;",
+                uid(*u)
             ))
             .unwrap(),
         Op::Refresh => refresh_and_check(conn, Mode::Incremental),
-        Op::Range(a, b) => {
-            let day = |d: u8| chrono::NaiveDate::from_ymd_opt(2023, 2, 6 + u32::from(d)).unwrap();
-            refresh_and_check(conn, Mode::Range { from: day(*a), to: day(*b) })
-        }
+        Op::Range(a, b) => refresh_and_check(conn, Mode::Range { from: day(*a), to: day(*b) }),
     }
 }
 
+thread_local! {
+    /// The replica that follows every refresh of this thread's property run by the delta log, and how it synced.
+    static FOLLOWER: (ReportCache, RefCell<Vec<Synced>>) = (ReportCache::new(), RefCell::new(Vec::new()));
+}
+
 fn refresh_and_check(conn: &mut PgConnection, mode: Mode) {
+    let pending = coworking_analytics::db::deltas::any_pending(conn).unwrap();
     let outcome = refresh::run(conn, mode, "proptest").unwrap();
-    assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+    match outcome {
+        Outcome::Completed(_) => {}
+        // Only an incremental run with nothing captured may do nothing (and then it leaves no history row).
+        Outcome::Unchanged => assert!(mode == Mode::Incremental && !pending, "{mode:?}"),
+        Outcome::Skipped => panic!("{outcome:?}"),
+    }
     common::assert_rollups_match_definition(conn);
+    FOLLOWER.with(|(cache, synced)| {
+        synced.borrow_mut().push(cache.sync_from(conn).unwrap());
+        assert_same_reports(cache, conn);
+    });
+}
+
+fn gz<E: coworking_analytics::cache::chunked::Entry>(
+    c: &coworking_analytics::cache::chunked::Chunked<E>,
+) -> Option<Vec<u8>> {
+    c.gzip_parts()
+        .map(|p| coworking_analytics::cache::chunked::concat(&p))
+}
+
+/// `follower` serves exactly what a replica loading from scratch serves, and that is the old SQL's report.
+fn assert_same_reports(follower: &ReportCache, conn: &mut PgConnection) {
+    use coworking_analytics::cache::chunked::concat;
+    use coworking_analytics::{db::queries, report};
+    let scratch = ReportCache::new();
+    assert_eq!(scratch.sync_from(conn).unwrap(), Synced::Reloaded);
+    let (a, b) = (follower.current().unwrap(), scratch.current().unwrap());
+    assert_eq!(a.run_id, b.run_id);
+    let (x, y) = (&a.data, &b.data);
+    assert_eq!(x.data_version, y.data_version);
+    assert_eq!(x.changed_at, y.changed_at);
+    let want = report::render_daily_usage(&queries::definition_daily_usage(conn).unwrap());
+    assert_eq!(concat(&x.daily_usage.identity_parts()), want);
+    assert_eq!(concat(&y.daily_usage.identity_parts()), want);
+    let want = report::render_user_visits(&queries::definition_user_visits(conn).unwrap());
+    assert_eq!(concat(&x.user_visits.identity_parts()), want);
+    assert_eq!(concat(&y.user_visits.identity_parts()), want);
+    assert_eq!(x.daily_usage.etag, y.daily_usage.etag);
+    assert_eq!(x.user_visits.etag, y.user_visits.etag);
+    assert_eq!(x.user_visits.gzip_etag, y.user_visits.gzip_etag);
+    assert_eq!(gz(&x.daily_usage), gz(&y.daily_usage));
+    assert_eq!(gz(&x.user_visits), gz(&y.user_visits));
+    if let Some(body) = gz(&x.user_visits) {
+        assert_eq!(common::gunzip(&body), concat(&x.user_visits.identity_parts()));
+    }
+    assert_eq!(x.figures, y.figures);
+    assert_eq!(a.dashboard.body, b.dashboard.body);
 }
 
 fn cases() -> u32 {
@@ -164,6 +229,13 @@ fn property(seed_name: &str) {
             Ok(())
         })
         .unwrap();
+    // The follower did patch (not only reload): the test exercises the delta path.
+    FOLLOWER.with(|(_, synced)| {
+        let synced = synced.borrow();
+        let patched = synced.iter().filter(|s| **s == Synced::Patched).count();
+        let reloaded = synced.iter().filter(|s| **s == Synced::Reloaded).count();
+        assert!(patched > synced.len() / 4, "patched {patched}, reloaded {reloaded} of {}", synced.len());
+    });
 }
 
 fn sha_seed(name: &str) -> [u8; 32] {
@@ -228,6 +300,7 @@ fn concurrent_writers_and_refreshers_end_equal_to_a_full_recompute() {
                     match refresh::run(&mut conn, Mode::Incremental, "concurrent").unwrap() {
                         Outcome::Completed(_) => ran += 1,
                         Outcome::Skipped => skipped += 1,
+                        Outcome::Unchanged => {}
                     }
                 }
                 (ran, skipped)

@@ -14,6 +14,7 @@ mod bad_input;
 mod cli;
 mod config;
 mod consistency;
+mod deltas;
 mod hostile;
 mod http;
 mod incremental;

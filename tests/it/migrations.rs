@@ -79,6 +79,7 @@ fn up_creates_the_base_tables_exactly_as_the_old_scripts() {
             "refresh_runs",
             "refresh_writer",
             "rollup_changes",
+            "rollup_deltas",
             "rollup_partitions",
             "tokens",
             "user_visits_rollup",

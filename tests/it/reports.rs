@@ -53,11 +53,11 @@ fn edge_cases_give_the_old_services_numbers_and_bytes() {
     let snap = refresh_and_render(&mut conn);
     assert_rollups_match_definition(&mut conn);
     assert_eq!(
-        std::str::from_utf8(&snap.data.daily_usage.body).unwrap(),
+        std::str::from_utf8(&snap.data.daily_usage.body()).unwrap(),
         "{\"2023-02-07\":2,\"2023-02-08\":1}\n"
     );
     assert_eq!(
-        std::str::from_utf8(&snap.data.user_visits.body).unwrap(),
+        std::str::from_utf8(&snap.data.user_visits.body()).unwrap(),
         concat!(
             "{\"1\":{\"joined_at\":\"2023-01-20 03:23:39.757813\",\"visits\":3},",
             "\"2\":{\"joined_at\":\"2023-02-01 09:00:00\",\"visits\":1},",
@@ -71,8 +71,8 @@ fn empty_tables_give_empty_objects() {
     let db = migrated_db();
     let mut conn = db.conn();
     let snap = refresh_and_render(&mut conn);
-    assert_eq!(&snap.data.daily_usage.body[..], b"{}\n");
-    assert_eq!(&snap.data.user_visits.body[..], b"{}\n");
+    assert_eq!(&snap.data.daily_usage.body()[..], b"{}\n");
+    assert_eq!(&snap.data.user_visits.body()[..], b"{}\n");
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn a_user_row_that_is_gone_is_reported_with_null_joined_at() {
     let snap = refresh_and_render(&mut conn);
     assert_rollups_match_definition(&mut conn);
     assert_eq!(
-        &snap.data.user_visits.body[..],
+        &snap.data.user_visits.body()[..],
         b"{\"7\":{\"joined_at\":null,\"visits\":1}}\n"
     );
 }
@@ -108,7 +108,7 @@ fn seeded_data_matches_the_definition_and_bodies_are_json() {
     coworking_analytics::seed::load(&mut conn, params).unwrap();
     let snap = refresh_and_render(&mut conn);
     assert_rollups_match_definition(&mut conn);
-    let daily: serde_json::Value = serde_json::from_slice(&snap.data.daily_usage.body).unwrap();
+    let daily: serde_json::Value = serde_json::from_slice(&snap.data.daily_usage.body()).unwrap();
     let total: i64 = daily
         .as_object()
         .unwrap()
@@ -121,7 +121,7 @@ fn seeded_data_matches_the_definition_and_bodies_are_json() {
         .map(|d| d.checkins)
         .sum();
     assert_eq!(total, used);
-    assert_eq!(common::total_visits(&snap.data.user_visits.body), 20_000);
+    assert_eq!(common::total_visits(&snap.data.user_visits.body()), 20_000);
 }
 
 #[test]

@@ -15,7 +15,6 @@ use coworking_analytics::report;
 use coworking_analytics::seed::{self, SeedParams};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
-use std::io::Read;
 use std::sync::Arc;
 
 const PARAMS: SeedParams = SeedParams {
@@ -29,13 +28,7 @@ const PARAMS: SeedParams = SeedParams {
     seed: 7,
 };
 
-fn gunzip(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .read_to_end(&mut out)
-        .unwrap();
-    out
-}
+use crate::common::gunzip;
 
 /// Calls the router in-process (no socket) and returns status, content-encoding and the decoded body.
 fn get(state: &AppState, uri: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, Vec<u8>) {
@@ -58,7 +51,7 @@ fn get(state: &AppState, uri: &str, headers: &[(&str, &str)]) -> (u16, Option<St
     (status, enc, body)
 }
 
-fn futures_body(body: http_body_util::Full<bytes::Bytes>) -> Vec<u8> {
+fn futures_body(body: coworking_analytics::http::body::Body) -> Vec<u8> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

@@ -1,0 +1,459 @@
+//! A report body kept as chunks, so that a change costs what it touches, not the whole report.
+//!
+//! Both report bodies are `{e1,e2,...}\n`, entries in key order. The entries are grouped by key range
+//! (`key >> shift`: 256 user ids, 64 days), and each non-empty group is one immutable [`Chunk`]: its rows, its
+//! text, the offsets of its entries, its raw-deflate form and CRC-32, and a digest. A report is a list of
+//! `Arc<Chunk>`; applying a delta rebuilds only the chunks whose keys changed and shares the others, so a
+//! snapshot that patched its predecessor and one rendered from scratch hold the very same chunks.
+//!
+//! Serving never copies: the identity body is the vector of parts `{`, chunk texts, `}\n` (vectored writes);
+//! the gzip body is a gzip header, each chunk's deflate data (compressed on its own and ended by a sync flush,
+//! so it is byte-aligned and refers to nothing before it), one-byte comma blocks between chunks, a final empty
+//! block, and a trailer whose CRC-32 is combined from the chunks' (`crc32_combine`, the pigz technique).
+//! The validators derive from the chunk digests, so equal bytes give equal ETags on every replica.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use flate2::{Compress, Compression, FlushCompress, Status};
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, LazyLock};
+
+use super::rendered::{Encoded, MIN_COMPRESS_BYTES};
+
+/// One entry of a report.
+pub trait Entry: Clone + PartialEq + Send + Sync + std::fmt::Debug + 'static {
+    /// The sort key: entries are in ascending key order, one per key.
+    fn key(&self) -> i64;
+    /// Appends the entry's JSON text (`"key":value`).
+    fn render(&self, out: &mut Vec<u8>);
+}
+
+/// gzip header: deflate, no name, no time, unknown OS (what flate2 writes at the default level).
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+/// A final, empty block with fixed Huffman codes (after a byte-aligned flush, as pigz ends its streams).
+const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+
+/// Raw deflate of `data`, ended by a sync flush: byte-aligned, not final, independent of anything before it.
+fn deflate_block(data: &[u8], level: Compression) -> Vec<u8> {
+    let mut c = Compress::new(level, false);
+    let mut out = Vec::with_capacity(data.len() / 3 + 64);
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(1024));
+        }
+        let read = usize::try_from(c.total_in()).unwrap_or(data.len());
+        match c.compress_vec(&data[read.min(data.len())..], &mut out, FlushCompress::Sync) {
+            // The flush is complete once input is consumed and the output was not filled to the brim.
+            Ok(Status::Ok | Status::BufError)
+                if c.total_in() as usize == data.len() && out.len() < out.capacity() =>
+            {
+                return out
+            }
+            Ok(_) => {}
+            // Compressing in memory does not fail; an empty block would only make the body shorter, and the
+            // CRC check of every client would then reject it, so this is visible if it ever happens.
+            Err(_) => return out,
+        }
+    }
+}
+
+static OPEN: LazyLock<Bytes> = LazyLock::new(|| Bytes::from_static(b"{"));
+static CLOSE: LazyLock<Bytes> = LazyLock::new(|| Bytes::from_static(b"}\n"));
+static GZ_OPEN: LazyLock<Bytes> =
+    LazyLock::new(|| Bytes::from(deflate_block(b"{", Compression::default())));
+static GZ_COMMA: LazyLock<Bytes> =
+    LazyLock::new(|| Bytes::from(deflate_block(b",", Compression::default())));
+static GZ_CLOSE: LazyLock<Bytes> = LazyLock::new(|| {
+    let mut b = deflate_block(b"}\n", Compression::default());
+    b.extend_from_slice(&FINAL_BLOCK);
+    Bytes::from(b)
+});
+
+/// One key range of a report: rows, text, compressed form, checksums. Immutable.
+#[derive(Debug)]
+pub struct Chunk<E> {
+    /// `key >> shift` of every row.
+    no: i64,
+    rows: Vec<E>,
+    /// `,` followed by the entries joined by commas (the first chunk of a body is served without the comma).
+    text: Bytes,
+    /// Offset in `text` of each entry (just after its comma).
+    starts: Vec<u32>,
+    /// Raw deflate of the entries without the leading comma.
+    deflated: Bytes,
+    /// CRC-32 of `text` and of `text[1..]`.
+    crc_comma: crc32fast::Hasher,
+    crc_bare: crc32fast::Hasher,
+    digest: [u8; 16],
+}
+
+impl<E: Entry> Chunk<E> {
+    fn build(no: i64, rows: Vec<E>, level: Compression) -> Self {
+        let mut text = Vec::with_capacity(rows.len() * 64 + 1);
+        let mut starts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            text.push(b',');
+            starts.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+            row.render(&mut text);
+        }
+        let mut crc_bare = crc32fast::Hasher::new();
+        crc_bare.update(&text[1..]);
+        let mut crc_comma = crc32fast::Hasher::new();
+        crc_comma.update(b",");
+        crc_comma.combine(&crc_bare);
+        let digest = Sha256::digest(&text[1..]);
+        Chunk {
+            no,
+            deflated: Bytes::from(deflate_block(&text[1..], level)),
+            digest: digest[..16].try_into().unwrap_or([0; 16]),
+            text: Bytes::from(text),
+            starts,
+            rows,
+            crc_comma,
+            crc_bare,
+        }
+    }
+
+    /// Entry `i`'s text.
+    fn entry(&self, i: usize) -> &[u8] {
+        let start = self.starts[i] as usize;
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.text.len(), |&next| next as usize - 1);
+        &self.text[start..end]
+    }
+}
+
+/// A report body as chunks (see the module header). Cloning shares every chunk.
+#[derive(Debug, Clone)]
+pub struct Chunked<E> {
+    shift: u32,
+    level: Compression,
+    chunks: Vec<Arc<Chunk<E>>>,
+    len: usize,
+    body_len: u64,
+    gzip_len: u64,
+    crc: u32,
+    /// Quoted strong entity tags of the identity and the gzip bodies.
+    pub etag: String,
+    pub gzip_etag: String,
+}
+
+impl<E: Entry> Chunked<E> {
+    /// The report of `rows` (sorted by key, keys distinct), in chunks of `2^shift` keys.
+    pub fn build(rows: Vec<E>, shift: u32) -> Self {
+        let level = Compression::default();
+        let mut chunks = Vec::new();
+        let mut rows = rows.into_iter().peekable();
+        while let Some(first) = rows.next() {
+            let no = first.key() >> shift;
+            let mut group = vec![first];
+            while let Some(next) = rows.next_if(|r| r.key() >> shift == no) {
+                group.push(next);
+            }
+            chunks.push(Arc::new(Chunk::build(no, group, level)));
+        }
+        Self::assemble(shift, level, chunks)
+    }
+
+    /// A new report with `changes` applied: each `(key, Some(row))` sets that key's entry, `(key, None)` removes
+    /// it. Only the chunks of changed keys are rebuilt; the result is the same as [`Chunked::build`] of the
+    /// resulting rows.
+    pub fn patch(&self, mut changes: Vec<(i64, Option<E>)>) -> Self {
+        // The last change of a key wins (they come in commit order).
+        changes.reverse();
+        changes.sort_by_key(|(k, _)| *k);
+        changes.dedup_by_key(|(k, _)| *k);
+        let mut out = Vec::with_capacity(self.chunks.len() + 1);
+        let mut old = self.chunks.iter().peekable();
+        let mut changes = changes.into_iter().peekable();
+        while let Some(&(key, _)) = changes.peek() {
+            let no = key >> self.shift;
+            while let Some(c) = old.next_if(|c| c.no < no) {
+                out.push(Arc::clone(c));
+            }
+            let current = old.next_if(|c| c.no == no);
+            let mut rows: Vec<E> = current.map(|c| c.rows.clone()).unwrap_or_default();
+            while let Some((k, row)) = changes.next_if(|(k, _)| *k >> self.shift == no) {
+                match (rows.binary_search_by_key(&k, E::key), row) {
+                    (Ok(i), Some(r)) => rows[i] = r,
+                    (Ok(i), None) => {
+                        rows.remove(i);
+                    }
+                    (Err(i), Some(r)) => rows.insert(i, r),
+                    (Err(_), None) => {}
+                }
+            }
+            match current {
+                Some(c) if c.rows == rows => out.push(Arc::clone(c)),
+                _ if rows.is_empty() => {}
+                _ => out.push(Arc::new(Chunk::build(no, rows, self.level))),
+            }
+        }
+        out.extend(old.cloned());
+        Self::assemble(self.shift, self.level, out)
+    }
+
+    fn assemble(shift: u32, level: Compression, chunks: Vec<Arc<Chunk<E>>>) -> Self {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(b"{");
+        let mut tags = Sha256::new();
+        let (mut len, mut body_len, mut gzip_len) = (0, 3u64, 0u64);
+        for (i, c) in chunks.iter().enumerate() {
+            crc.combine(if i == 0 { &c.crc_bare } else { &c.crc_comma });
+            tags.update(c.digest);
+            len += c.rows.len();
+            body_len += c.text.len() as u64 - u64::from(i == 0);
+            gzip_len += c.deflated.len() as u64 + if i == 0 { 0 } else { GZ_COMMA.len() as u64 };
+        }
+        crc.update(b"}\n");
+        gzip_len += (GZIP_HEADER.len() + GZ_OPEN.len() + GZ_CLOSE.len() + 8) as u64;
+        let tag: String = tags.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Chunked {
+            shift,
+            level,
+            chunks,
+            len,
+            body_len,
+            gzip_len,
+            crc: crc.finalize(),
+            etag: format!("\"{tag}\""),
+            gzip_etag: format!("\"{tag}-gzip\""),
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Length of the identity body.
+    pub fn body_len(&self) -> u64 {
+        self.body_len
+    }
+
+    /// Every row, in key order.
+    pub fn rows(&self) -> impl Iterator<Item = &E> {
+        self.chunks.iter().flat_map(|c| c.rows.iter())
+    }
+
+    /// The row with this key.
+    pub fn get(&self, key: i64) -> Option<&E> {
+        let no = key >> self.shift;
+        let c = &self.chunks[self.chunks.binary_search_by_key(&no, |c| c.no).ok()?];
+        c.rows
+            .binary_search_by_key(&key, E::key)
+            .ok()
+            .map(|i| &c.rows[i])
+    }
+
+    /// The identity body in one buffer (a copy: tests and small bodies; serving writes the parts).
+    pub fn body(&self) -> Bytes {
+        Bytes::from(concat(&self.identity_parts()))
+    }
+
+    /// The identity body as parts to be written in order.
+    pub fn identity_parts(&self) -> Vec<Bytes> {
+        let mut parts = Vec::with_capacity(self.chunks.len() + 2);
+        parts.push(OPEN.clone());
+        for (i, c) in self.chunks.iter().enumerate() {
+            parts.push(if i == 0 { c.text.slice(1..) } else { c.text.clone() });
+        }
+        parts.push(CLOSE.clone());
+        parts
+    }
+
+    /// The gzip body as parts, or `None` when the body is too small to be worth compressing.
+    pub fn gzip_parts(&self) -> Option<Vec<Bytes>> {
+        if self.body_len <= MIN_COMPRESS_BYTES as u64 {
+            return None;
+        }
+        let mut parts = Vec::with_capacity(self.chunks.len() * 2 + 4);
+        parts.push(Bytes::from_static(&GZIP_HEADER));
+        parts.push(GZ_OPEN.clone());
+        for (i, c) in self.chunks.iter().enumerate() {
+            if i > 0 {
+                parts.push(GZ_COMMA.clone());
+            }
+            parts.push(c.deflated.clone());
+        }
+        parts.push(GZ_CLOSE.clone());
+        let mut trailer = BytesMut::with_capacity(8);
+        trailer.put_u32_le(self.crc);
+        // ISIZE is the length modulo 2^32.
+        trailer.put_u32_le(self.body_len as u32);
+        parts.push(trailer.freeze());
+        Some(parts)
+    }
+
+    /// Length of the gzip body (when [`Chunked::gzip_parts`] gives one).
+    pub fn gzip_len(&self) -> u64 {
+        self.gzip_len
+    }
+
+    /// The body of the entries with keys in `lo..=hi`, and how many there are.
+    pub fn range(&self, lo: i64, hi: i64, filter: &str) -> (Encoded, usize) {
+        let picked = self.chunks.iter().flat_map(|c| {
+            let a = c.rows.partition_point(|r| r.key() < lo);
+            let b = c.rows.partition_point(|r| r.key() <= hi);
+            (a..b.max(a)).map(move |i| c.entry(i))
+        });
+        self.subset(picked, filter)
+    }
+
+    /// The body of the entries with these keys (ascending; absent ones skipped), and how many there are.
+    pub fn keys(&self, keys: &[i64], filter: &str) -> (Encoded, usize) {
+        let picked = keys.iter().filter_map(|&k| {
+            let no = k >> self.shift;
+            let c = &self.chunks[self.chunks.binary_search_by_key(&no, |c| c.no).ok()?];
+            let i = c.rows.binary_search_by_key(&k, E::key).ok()?;
+            Some(c.entry(i))
+        });
+        self.subset(picked, filter)
+    }
+
+    /// A body of the given entry texts, in the report's format, with an ETag derived from this report's tag and
+    /// the canonical spelling of the filter.
+    fn subset<'a>(&self, entries: impl Iterator<Item = &'a [u8]>, filter: &str) -> (Encoded, usize) {
+        let mut out = BytesMut::with_capacity(64);
+        out.put_u8(b'{');
+        let mut n = 0;
+        for e in entries {
+            if n > 0 {
+                out.put_u8(b',');
+            }
+            out.put_slice(e);
+            n += 1;
+        }
+        out.put_slice(b"}\n");
+        let base = self.etag.trim_matches('"');
+        let filter_tag: String = Sha256::digest(filter.as_bytes())[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (
+            Encoded {
+                body: out.freeze(),
+                etag: format!("\"{base}-{filter_tag}\""),
+            },
+            n,
+        )
+    }
+}
+
+/// The whole identity body in one buffer (tests, the reference renderer's comparison).
+pub fn concat(parts: &[Bytes]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct E(i64, i64);
+    impl Entry for E {
+        fn key(&self) -> i64 {
+            self.0
+        }
+        fn render(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(format!("\"{}\":{}", self.0, self.1).as_bytes());
+        }
+    }
+
+    fn reference(rows: &[E]) -> Vec<u8> {
+        let mut out = b"{".to_vec();
+        for (i, r) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            r.render(&mut out);
+        }
+        out.extend_from_slice(b"}\n");
+        out
+    }
+
+    fn gunzip(parts: &[Bytes]) -> Vec<u8> {
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&concat(parts)[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        back
+    }
+
+    #[test]
+    fn bodies_match_the_reference_and_patches_match_a_rebuild() {
+        let rows: Vec<E> = (0..3000).map(|i| E(i * 3, i % 17)).collect();
+        let c = Chunked::build(rows.clone(), 4);
+        assert_eq!(concat(&c.identity_parts()), reference(&rows));
+        assert_eq!(c.body_len() as usize, reference(&rows).len());
+        let gz = c.gzip_parts().unwrap();
+        assert_eq!(concat(&gz).len() as u64, c.gzip_len());
+        assert_eq!(gunzip(&gz), reference(&rows));
+
+        // Change, add and remove entries, including whole chunks and the first one.
+        let changes = vec![
+            (0, None),
+            (1, None),
+            (3, None),
+            (4, Some(E(4, 99))),
+            (30, Some(E(30, 1))),
+            (30, Some(E(30, 2))),
+            (9001, Some(E(9001, 5))),
+            (5000, None),
+        ];
+        let mut expected: std::collections::BTreeMap<i64, E> =
+            rows.iter().map(|r| (r.0, r.clone())).collect();
+        for (k, v) in &changes {
+            match v {
+                Some(v) => expected.insert(*k, v.clone()),
+                None => expected.remove(k),
+            };
+        }
+        let expected: Vec<E> = expected.into_values().collect();
+        let patched = c.patch(changes);
+        let rebuilt = Chunked::build(expected.clone(), 4);
+        assert_eq!(concat(&patched.identity_parts()), reference(&expected));
+        assert_eq!(
+            concat(&patched.gzip_parts().unwrap()),
+            concat(&rebuilt.gzip_parts().unwrap())
+        );
+        assert_eq!(gunzip(&patched.gzip_parts().unwrap()), reference(&expected));
+        assert_eq!((patched.etag.clone(), patched.len()), (rebuilt.etag.clone(), rebuilt.len()));
+        assert_ne!(patched.etag, c.etag);
+        assert_eq!(patched.get(30), Some(&E(30, 2)));
+        assert_eq!(patched.get(3), None);
+    }
+
+    #[test]
+    fn empty_and_tiny_reports() {
+        let c = Chunked::<E>::build(Vec::new(), 4);
+        assert_eq!(concat(&c.identity_parts()), b"{}\n");
+        assert!(c.gzip_parts().is_none() && c.is_empty());
+        let c = c.patch(vec![(7, Some(E(7, 1)))]).patch(vec![(7, None)]);
+        assert_eq!(concat(&c.identity_parts()), b"{}\n");
+        assert_eq!(c.etag, Chunked::<E>::build(Vec::new(), 4).etag);
+    }
+
+    #[test]
+    fn subsets_keep_the_format() {
+        let c = Chunked::build((0..100).map(|i| E(i, i)).collect(), 3);
+        assert_eq!(&c.range(5, 7, "x").0.body[..], b"{\"5\":5,\"6\":6,\"7\":7}\n");
+        assert_eq!(&c.keys(&[2, 50, 500], "y").0.body[..], b"{\"2\":2,\"50\":50}\n");
+        assert_eq!(c.keys(&[500], "y").1, 0);
+        assert_ne!(c.range(5, 7, "x").0.etag, c.range(5, 7, "z").0.etag);
+    }
+}

@@ -1,0 +1,131 @@
+//! SQL of the delta log (migration 9): the writer logs what a refresh changed, every replica reads what changed
+//! since the data version it holds; and the cheap checks of what is pending.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Date, Integer, Nullable, Timestamp, Timestamptz};
+
+/// How long the log keeps a run's rows: a replica further behind than this loads everything.
+pub const KEEP_MINUTES: i32 = 10;
+
+/// Inside the refresh's transaction, after an incremental run recomputed the rows named in its temp tables
+/// (`src/db/incremental.rs`): logs their new values under `run_id` and records the chain link on the run's
+/// history row. Returns the number of rows logged.
+pub fn log_run(conn: &mut PgConnection, run_id: i64, base_version: i64) -> QueryResult<i64> {
+    let logged = diesel::sql_query(
+        "INSERT INTO rollup_deltas (run_id, day, checkins, user_id, joined_at, visits) \
+         SELECT $1, day, greatest(n, 0), NULL::integer, NULL::timestamp, NULL::int8 FROM refresh_day_rows \
+         UNION ALL \
+         SELECT $1, NULL::date, NULL::int8, user_id, joined_at, greatest(visits, 0) FROM refresh_user_rows",
+    )
+    .bind::<BigInt, _>(run_id)
+    .execute(conn)? as i64;
+    diesel::sql_query("UPDATE refresh_runs SET base_version = $2, delta_rows = $3 WHERE id = $1")
+        .bind::<BigInt, _>(run_id)
+        .bind::<BigInt, _>(base_version)
+        .bind::<Integer, _>(i32::try_from(logged).unwrap_or(-1))
+        .execute(conn)?;
+    Ok(logged)
+}
+
+/// Drops the rows of runs that finished more than [`KEEP_MINUTES`] ago (by the run id index).
+pub fn prune(conn: &mut PgConnection) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM rollup_deltas WHERE run_id < coalesce( \
+           (SELECT min(id) FROM refresh_runs WHERE finished_at > now() - make_interval(mins => $1)), \
+           (SELECT max(id) FROM refresh_runs))",
+    )
+    .bind::<Integer, _>(KEEP_MINUTES)
+    .execute(conn)
+}
+
+/// A run that changed the rollups, as the chain check needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct Link {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Timestamptz)]
+    pub finished_at: DateTime<Utc>,
+    /// The data version its deltas apply to (`None`: it logged none, e.g. a full rebuild).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub base_version: Option<i64>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub delta_rows: Option<i32>,
+}
+
+/// The successful runs after data version `after` up to `upto` that changed the rollups, in order.
+pub fn changing_runs(conn: &mut PgConnection, after: i64, upto: i64) -> QueryResult<Vec<Link>> {
+    diesel::sql_query(
+        "SELECT id, finished_at, base_version, delta_rows FROM refresh_runs \
+         WHERE id > $1 AND id <= $2 AND outcome = 'success' AND data_version = id ORDER BY id",
+    )
+    .bind::<BigInt, _>(after)
+    .bind::<BigInt, _>(upto)
+    .load(conn)
+}
+
+/// One logged change: a day's new count or a user's new row.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct Delta {
+    #[diesel(sql_type = BigInt)]
+    pub run_id: i64,
+    #[diesel(sql_type = Nullable<Date>)]
+    pub day: Option<NaiveDate>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub checkins: Option<i64>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub user_id: Option<i32>,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    pub joined_at: Option<NaiveDateTime>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub visits: Option<i64>,
+}
+
+/// The logged changes of runs after `after` up to `upto`, in run order.
+pub fn read(conn: &mut PgConnection, after: i64, upto: i64) -> QueryResult<Vec<Delta>> {
+    diesel::sql_query(
+        "SELECT run_id, day, checkins, user_id, joined_at, visits FROM rollup_deltas \
+         WHERE run_id > $1 AND run_id <= $2 ORDER BY run_id",
+    )
+    .bind::<BigInt, _>(after)
+    .bind::<BigInt, _>(upto)
+    .load(conn)
+}
+
+#[derive(QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = Bool)]
+    pending: bool,
+}
+
+/// Whether any captured change awaits a refresh (the worker's check every `REFRESH_CHECK_INTERVAL`): stops at
+/// the first live row of a table that a refresh keeps near empty.
+pub fn any_pending(conn: &mut PgConnection) -> QueryResult<bool> {
+    let row: Exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM rollup_changes) AS pending")
+            .get_result(conn)?;
+    Ok(row.pending)
+}
+
+/// What a replica's data is complete up to, as the database sees it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct Horizon {
+    /// The newest successful run.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub latest_run: Option<i64>,
+    /// When the oldest change still waiting for a refresh was recorded (`None`: nothing waits).
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub oldest_pending: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Timestamptz)]
+    pub now: DateTime<Utc>,
+}
+
+/// The newest run and the oldest pending change, in one statement (one snapshot).
+pub fn horizon(conn: &mut PgConnection) -> QueryResult<Horizon> {
+    diesel::sql_query(
+        "SELECT (SELECT max(id) FROM refresh_runs WHERE outcome = 'success') AS latest_run, \
+                (SELECT min(recorded_at) FROM rollup_changes) AS oldest_pending, now() AS now",
+    )
+    .get_result(conn)
+}
