@@ -138,10 +138,10 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
         let retry = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         let verify_at =
             next_verify.map_or_else(|| Instant::now() + Duration::from_secs(86_400), instant_at);
-        let check_at = check_interval
-            .map_or_else(|| Instant::now() + Duration::from_secs(86_400), |every| {
-                (Instant::now() + every).max(last_start + min_interval)
-            });
+        let check_at = check_interval.map_or_else(
+            || Instant::now() + Duration::from_secs(86_400),
+            |every| (Instant::now() + every).max(last_start + min_interval),
+        );
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,

@@ -264,7 +264,11 @@ impl<E: Entry> Chunked<E> {
         let mut parts = Vec::with_capacity(self.chunks.len() + 2);
         parts.push(OPEN.clone());
         for (i, c) in self.chunks.iter().enumerate() {
-            parts.push(if i == 0 { c.text.slice(1..) } else { c.text.clone() });
+            parts.push(if i == 0 {
+                c.text.slice(1..)
+            } else {
+                c.text.clone()
+            });
         }
         parts.push(CLOSE.clone());
         parts
@@ -321,7 +325,11 @@ impl<E: Entry> Chunked<E> {
 
     /// A body of the given entry texts, in the report's format, with an ETag derived from this report's tag and
     /// the canonical spelling of the filter.
-    fn subset<'a>(&self, entries: impl Iterator<Item = &'a [u8]>, filter: &str) -> (Encoded, usize) {
+    fn subset<'a>(
+        &self,
+        entries: impl Iterator<Item = &'a [u8]>,
+        filter: &str,
+    ) -> (Encoded, usize) {
         let mut out = BytesMut::with_capacity(64);
         out.put_u8(b'{');
         let mut n = 0;
@@ -432,7 +440,10 @@ mod tests {
             concat(&rebuilt.gzip_parts().unwrap())
         );
         assert_eq!(gunzip(&patched.gzip_parts().unwrap()), reference(&expected));
-        assert_eq!((patched.etag.clone(), patched.len()), (rebuilt.etag.clone(), rebuilt.len()));
+        assert_eq!(
+            (patched.etag.clone(), patched.len()),
+            (rebuilt.etag.clone(), rebuilt.len())
+        );
         assert_ne!(patched.etag, c.etag);
         assert_eq!(patched.get(30), Some(&E(30, 2)));
         assert_eq!(patched.get(3), None);
@@ -451,8 +462,14 @@ mod tests {
     #[test]
     fn subsets_keep_the_format() {
         let c = Chunked::build((0..100).map(|i| E(i, i)).collect(), 3);
-        assert_eq!(&c.range(5, 7, "x").0.body[..], b"{\"5\":5,\"6\":6,\"7\":7}\n");
-        assert_eq!(&c.keys(&[2, 50, 500], "y").0.body[..], b"{\"2\":2,\"50\":50}\n");
+        assert_eq!(
+            &c.range(5, 7, "x").0.body[..],
+            b"{\"5\":5,\"6\":6,\"7\":7}\n"
+        );
+        assert_eq!(
+            &c.keys(&[2, 50, 500], "y").0.body[..],
+            b"{\"2\":2,\"50\":50}\n"
+        );
         assert_eq!(c.keys(&[500], "y").1, 0);
         assert_ne!(c.range(5, 7, "x").0.etag, c.range(5, 7, "z").0.etag);
     }

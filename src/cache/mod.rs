@@ -207,7 +207,12 @@ impl ReportCache {
             _ => Synced::UpToDate,
         };
         if self.current().is_some() && self.run_id() >= horizon.latest_run.unwrap_or(0) {
-            self.confirm(horizon.oldest_pending.unwrap_or(horizon.now).min(horizon.now));
+            self.confirm(
+                horizon
+                    .oldest_pending
+                    .unwrap_or(horizon.now)
+                    .min(horizon.now),
+            );
         }
         Ok(synced)
     }
@@ -215,27 +220,39 @@ impl ReportCache {
     fn catch_up(&self, conn: &mut PgConnection) -> diesel::QueryResult<Synced> {
         let held = self.current();
         // Everything the patch needs, from one snapshot of the database; the patching itself happens after.
-        let found = conn.build_transaction().repeatable_read().read_only().run(|conn| -> diesel::QueryResult<_> {
-            let Some(run) = queries::latest_success(conn)? else {
-                return Ok(None);
-            };
-            let Some(cur) = held.as_ref().filter(|c| c.data.data_version < run.data_version) else {
-                return Ok(Some((run, None)));
-            };
-            let from = cur.data.data_version;
-            let links = deltas::changing_runs(conn, from, run.data_version)?;
-            let mut base = from;
-            for l in &links {
-                if l.base_version != Some(base) || l.delta_rows.is_none() {
+        let found = conn.build_transaction().repeatable_read().read_only().run(
+            |conn| -> diesel::QueryResult<_> {
+                let Some(run) = queries::latest_success(conn)? else {
+                    return Ok(None);
+                };
+                let Some(cur) = held
+                    .as_ref()
+                    .filter(|c| c.data.data_version < run.data_version)
+                else {
                     return Ok(Some((run, None)));
+                };
+                let from = cur.data.data_version;
+                let links = deltas::changing_runs(conn, from, run.data_version)?;
+                let mut base = from;
+                for l in &links {
+                    if l.base_version != Some(base) || l.delta_rows.is_none() {
+                        return Ok(Some((run, None)));
+                    }
+                    base = l.id;
                 }
-                base = l.id;
-            }
-            let logged: i64 = links.iter().filter_map(|l| l.delta_rows).map(i64::from).sum();
-            let rows = deltas::read(conn, from, run.data_version)?;
-            let complete = base == run.data_version && rows.len() as i64 == logged;
-            Ok(Some((run, (complete && !links.is_empty()).then(|| (links, rows)))))
-        })?;
+                let logged: i64 = links
+                    .iter()
+                    .filter_map(|l| l.delta_rows)
+                    .map(i64::from)
+                    .sum();
+                let rows = deltas::read(conn, from, run.data_version)?;
+                let complete = base == run.data_version && rows.len() as i64 == logged;
+                Ok(Some((
+                    run,
+                    (complete && !links.is_empty()).then_some((links, rows)),
+                )))
+            },
+        )?;
         let Some((run, patch)) = found else {
             return Ok(Synced::UpToDate);
         };

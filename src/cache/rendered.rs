@@ -78,6 +78,9 @@ mod tests {
             .unwrap();
         assert_eq!(back, body);
         assert_ne!(gz.etag, r.etag);
-        assert!(Rendered::new(b"{}\n".to_vec()).gzip.is_none(), "tiny bodies are not compressed");
+        assert!(
+            Rendered::new(b"{}\n".to_vec()).gzip.is_none(),
+            "tiny bodies are not compressed"
+        );
     }
 }

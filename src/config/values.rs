@@ -197,7 +197,10 @@ mod tests {
         assert!(duration("0").unwrap_err().0.contains("greater than zero"));
         assert!(duration("soon").unwrap_err().0.contains("90s"));
         assert_eq!(duration_or_off("OFF").unwrap(), OrOff(None));
-        assert_eq!(duration_or_off("100ms").unwrap(), OrOff(Some(Duration::from_millis(100))));
+        assert_eq!(
+            duration_or_off("100ms").unwrap(),
+            OrOff(Some(Duration::from_millis(100)))
+        );
         assert!(duration_or_off("0").unwrap_err().0.contains("or off"));
     }
 

@@ -11,8 +11,8 @@ pub mod figures;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-pub use figures::{Figures, Visits};
 use figures::VISIT_BUCKETS;
+pub use figures::{Figures, Visits};
 
 const WEEKDAYS: [&str; 7] = [
     "Monday",

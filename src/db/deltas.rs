@@ -102,9 +102,8 @@ struct Exists {
 /// Whether any captured change awaits a refresh (the worker's check every `REFRESH_CHECK_INTERVAL`): stops at
 /// the first live row of a table that a refresh keeps near empty.
 pub fn any_pending(conn: &mut PgConnection) -> QueryResult<bool> {
-    let row: Exists =
-        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM rollup_changes) AS pending")
-            .get_result(conn)?;
+    let row: Exists = diesel::sql_query("SELECT EXISTS (SELECT 1 FROM rollup_changes) AS pending")
+        .get_result(conn)?;
     Ok(row.pending)
 }
 

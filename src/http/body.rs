@@ -72,6 +72,9 @@ mod tests {
             Bytes::from_static(b"}\n"),
         ]);
         assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(8));
-        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"{\"a\":1}\n");
+        assert_eq!(
+            &body.collect().await.unwrap().to_bytes()[..],
+            b"{\"a\":1}\n"
+        );
     }
 }

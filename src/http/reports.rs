@@ -16,8 +16,8 @@ use super::body::Body;
 use super::caching::accepts_gzip;
 use super::query::{self, QueryError};
 use super::routes::{error, json, AppState};
-use crate::cache::rendered::{gzip, MIN_COMPRESS_BYTES};
 use crate::cache::chunked::{Chunked, Entry};
+use crate::cache::rendered::{gzip, MIN_COMPRESS_BYTES};
 use crate::cache::{Encoded, Rendered, Snapshot};
 use chrono::Datelike;
 
@@ -84,7 +84,7 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Body::from(chosen.body));
+        let mut r = Response::new(chosen.body);
         let content_type = match report {
             Report::Dashboard => "text/html; charset=utf-8",
             _ => "application/json",

@@ -167,7 +167,9 @@ fn readiness(state: &AppState) -> Resp {
 /// does when it may), else the Prometheus text format 0.0.4 (`text/plain`, what older scrapers and promtool read).
 fn prometheus<B>(state: &AppState, req: &Request<B>) -> Resp {
     if let Some(snap) = state.cache.current() {
-        state.metrics.set_data_age(state.cache.age(&snap, Utc::now()));
+        state
+            .metrics
+            .set_data_age(state.cache.age(&snap, Utc::now()));
     }
     let openmetrics = req
         .headers()

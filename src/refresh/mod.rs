@@ -236,7 +236,11 @@ fn recompute(
     partitions::record(conn)?;
     if mode == Mode::Full || first_run || consumed.full_rebuild || tree_changed.is_some() {
         // A rebuild recounts everything: there is nothing left to verify.
-        return Ok(Some((Mode::Full, queries::recompute_all(conn)?, Vec::new())));
+        return Ok(Some((
+            Mode::Full,
+            queries::recompute_all(conn)?,
+            Vec::new(),
+        )));
     }
     if mode == Mode::Incremental && consumed.changes == 0 {
         return Ok(None);

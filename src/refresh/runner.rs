@@ -54,10 +54,6 @@ pub struct Runner {
     routine_quiet: AtomicU64,
 }
 
-fn queries_pending(conn: &mut PgConnection) -> Result<bool, DbError> {
-    crate::db::deltas::any_pending(conn).map_err(DbError::from)
-}
-
 /// Days per window of the background verification.
 pub const SAMPLE_DAYS: i64 = 7;
 /// Users are sampled by id modulo this: a week of hourly runs goes through every user once.
@@ -162,7 +158,11 @@ impl Runner {
                 if routine {
                     self.routine_quiet.fetch_add(1, Ordering::Relaxed);
                 }
-                let quiet = if routine { 0 } else { self.routine_quiet.swap(0, Ordering::Relaxed) };
+                let quiet = if routine {
+                    0
+                } else {
+                    self.routine_quiet.swap(0, Ordering::Relaxed)
+                };
                 let fields = slog::o!(
                     "run_id" => r.run_id, "mode" => r.mode.as_str(),
                     "days" => r.counts.days, "users" => r.counts.users,
@@ -234,21 +234,18 @@ impl Runner {
         true
     }
 
-    /// The worker's check between ticks: one cheap statement, and a run only when a change was captured.
-    /// `Ok(None)` when nothing is pending (or the check could not be made: the next tick retries).
+    /// The worker's check between ticks: one cheap statement, and a run only when a change was captured
+    /// (`Ok(None)`: nothing pending). A check that cannot reach the database is that run's failure, recorded and
+    /// logged as one, so the worker backs off as after any failed run.
     pub fn run_if_pending(&self, mode: Mode) -> Result<Option<Outcome>, RunError> {
-        let pending = self
-            .pool
-            .get()
-            .map_err(DbError::from)
-            .and_then(|mut c| queries_pending(&mut c));
-        match pending {
-            Ok(true) => self.run(mode).map(Some),
+        let mut conn = match self.pool.get() {
+            Ok(c) => c,
+            Err(e) => return self.run_on(Err(DbError::from(e)), mode).map(Some),
+        };
+        match crate::db::deltas::any_pending(&mut conn) {
+            Ok(true) => self.run_on(Ok(conn), mode).map(Some),
             Ok(false) => Ok(None),
-            Err(e) => {
-                debug!(self.log, "cannot check for pending changes"; "error" => %e);
-                Ok(None)
-            }
+            Err(e) => self.run_on(Err(DbError::from(e)), mode).map(Some),
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 const PARAMS: SeedParams = SeedParams {
     tokens: 20_000,
     users: 3_000,
+    days: 400,
     ..seed::DEMO_PARAMS
 };
 
@@ -35,7 +36,11 @@ fn python_decodes(gz: &[u8], want: &[u8]) {
         .arg(&want_path)
         .output()
         .expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Writes of every kind, spread over users (and so over chunks) and days.
@@ -67,14 +72,21 @@ async fn a_replica_that_applied_every_delta_serves_the_bytes_of_one_that_loaded_
         wait_for_run(&writer, writer.cache.run_id()).await;
     }
     let (patched, reloaded) = writer.cache.syncs();
-    assert!(patched >= 35 && reloaded <= 2, "patched {patched}, reloaded {reloaded}");
+    assert!(
+        patched >= 35 && reloaded <= 2,
+        "patched {patched}, reloaded {reloaded}"
+    );
 
     let reader = TestApp::new(&db.url)
         .with(|c| c.worker = Switch::Off)
         .start()
         .await;
     wait_for_run(&reader, 0).await;
-    assert_eq!(reader.cache.syncs(), (0, 1), "the new replica loads from scratch");
+    assert_eq!(
+        reader.cache.syncs(),
+        (0, 1),
+        "the new replica loads from scratch"
+    );
     assert_eq!(reader.cache.run_id(), writer.cache.run_id());
 
     let mut conn = db.conn();
@@ -94,7 +106,10 @@ async fn a_replica_that_applied_every_delta_serves_the_bytes_of_one_that_loaded_
         assert_eq!(plain_w.body, want, "{path}");
         assert_eq!(plain_r.body, want, "{path}");
         assert_eq!(plain_w.header("etag"), plain_r.header("etag"));
-        assert_eq!(plain_w.header("content-length"), Some(want.len().to_string().as_str()));
+        assert_eq!(
+            plain_w.header("content-length"),
+            Some(want.len().to_string().as_str())
+        );
         let gz = [("Accept-Encoding", "gzip")];
         let gz_w = request(writer.addr, "GET", path, &gz).await;
         let gz_r = request(reader.addr, "GET", path, &gz).await;
@@ -125,11 +140,17 @@ fn a_gap_in_the_delta_log_makes_a_replica_reload() {
     assert_eq!(replica.sync_from(&mut conn).unwrap(), Synced::Reloaded);
     step(&mut conn, 0);
     step(&mut conn, 1);
-    assert_eq!(replica.sync_from(&mut conn).unwrap(), Synced::Patched, "two runs at once");
+    assert_eq!(
+        replica.sync_from(&mut conn).unwrap(),
+        Synced::Patched,
+        "two runs at once"
+    );
     // Two more runs, the first of which loses its logged rows: the chain is broken, the replica reloads.
     step(&mut conn, 2);
-    conn.batch_execute("DELETE FROM rollup_deltas WHERE run_id = (SELECT max(run_id) FROM rollup_deltas)")
-        .unwrap();
+    conn.batch_execute(
+        "DELETE FROM rollup_deltas WHERE run_id = (SELECT max(run_id) FROM rollup_deltas)",
+    )
+    .unwrap();
     step(&mut conn, 3);
     assert_eq!(replica.sync_from(&mut conn).unwrap(), Synced::Reloaded);
     // A full rebuild logs nothing: reload too; then patching resumes.

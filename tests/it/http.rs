@@ -207,7 +207,11 @@ async fn the_worker_refreshes_on_its_schedule() {
     let rows = common::run_rows(&mut db.conn());
     let successes = app.metrics.refreshes("success");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(common::run_rows(&mut db.conn()), rows, "idle ticks wrote runs");
+    assert_eq!(
+        common::run_rows(&mut db.conn()),
+        rows,
+        "idle ticks wrote runs"
+    );
     assert!(app.metrics.refreshes("success") >= successes + 2);
     assert_eq!(app.cache.run_id(), later);
     assert_eq!(app.metrics.refreshes("failure"), 0);
@@ -229,7 +233,12 @@ async fn the_worker_refreshes_when_changes_are_captured() {
     let rows = common::run_rows(&mut db.conn());
     common::add_user(&mut db.conn(), 1, "2023-01-01 00:00:00");
     for n in 1..=3 {
-        common::add_token(&mut db.conn(), 1, "2023-02-01 10:00:00", Some("2023-02-01 10:01:00"));
+        common::add_token(
+            &mut db.conn(),
+            1,
+            "2023-02-01 10:00:00",
+            Some("2023-02-01 10:01:00"),
+        );
         let run = wait_for_run(&app, app.cache.run_id()).await;
         let r = request(app.addr, "GET", "/api/reports/daily_usage", &[]).await;
         assert_eq!(r.text(), format!("{{\"2023-02-01\":{n}}}\n"), "run {run}");

@@ -189,7 +189,10 @@ fn assert_same_reports(follower: &ReportCache, conn: &mut PgConnection) {
     assert_eq!(gz(&x.daily_usage), gz(&y.daily_usage));
     assert_eq!(gz(&x.user_visits), gz(&y.user_visits));
     if let Some(body) = gz(&x.user_visits) {
-        assert_eq!(common::gunzip(&body), concat(&x.user_visits.identity_parts()));
+        assert_eq!(
+            common::gunzip(&body),
+            concat(&x.user_visits.identity_parts())
+        );
     }
     assert_eq!(x.figures, y.figures);
     assert_eq!(a.dashboard.body, b.dashboard.body);
@@ -234,7 +237,11 @@ fn property(seed_name: &str) {
         let synced = synced.borrow();
         let patched = synced.iter().filter(|s| **s == Synced::Patched).count();
         let reloaded = synced.iter().filter(|s| **s == Synced::Reloaded).count();
-        assert!(patched > synced.len() / 4, "patched {patched}, reloaded {reloaded} of {}", synced.len());
+        assert!(
+            patched > synced.len() / 4,
+            "patched {patched}, reloaded {reloaded} of {}",
+            synced.len()
+        );
     });
 }
 

@@ -221,6 +221,7 @@ async fn the_refresh_command_publishes_its_run_and_exits_on_time_without_cloudwa
         .local_addr()
         .unwrap()
         .port();
+    common::add_token(&mut db.conn(), 1, "2023-02-03 10:00:00", None);
     let out = refresh(&format!("http://127.0.0.1:{closed}"));
     assert!(out.status.success(), "{out:?}");
     let log = String::from_utf8_lossy(&out.stdout);
