@@ -53,6 +53,21 @@ async fn refresh(runner: &Arc<Runner>, mode: Mode) -> bool {
     }
 }
 
+/// [`Runner::run_if_pending`] on the blocking pool: `None` when nothing was due, else whether the run (or the
+/// thorough check standing for one) succeeded.
+async fn check(runner: &Arc<Runner>, mode: Mode, thorough: bool) -> Option<bool> {
+    let runner = Arc::clone(runner);
+    let log = runner.log().clone();
+    match tokio::task::spawn_blocking(move || runner.run_if_pending(mode, thorough)).await {
+        Ok(Ok(None)) => None,
+        Ok(result) => Some(result.is_ok()),
+        Err(e) => {
+            error!(log, "refresh task panicked or was cancelled"; "error" => %e);
+            Some(false)
+        }
+    }
+}
+
 /// Delay before retry number `failures` (1-based).
 pub fn backoff(failures: u32) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(16);
@@ -148,7 +163,12 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
             Some(()) = tick_rx.recv() => {
                 last_tick = Utc::now();
             }
-            _ = tokio::time::sleep_until(retry), if retry_at.is_some() => {}
+            _ = tokio::time::sleep_until(retry), if retry_at.is_some() => {
+                // A retry after a failure runs whatever the check would say.
+                last_start = Instant::now();
+                retry_at = retry_after(refresh(&runner, mode).await);
+                continue;
+            }
             _ = tokio::time::sleep_until(verify_at), if next_verify.is_some() => {
                 next_verify = next_fire(verify.cron(), Utc::now());
                 let runner = Arc::clone(&runner);
@@ -159,14 +179,9 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
             // While a failure waits for its retry, the retry decides (with its backoff), not the check.
             _ = tokio::time::sleep_until(check_at), if check_interval.is_some() && retry_at.is_none() => {
                 let started = Instant::now();
-                let runner2 = Arc::clone(&runner);
-                match tokio::task::spawn_blocking(move || runner2.run_if_pending(mode)).await {
-                    Ok(Ok(None)) => {}
-                    Ok(result) => {
-                        last_start = started;
-                        retry_at = retry_after(result.is_ok());
-                    }
-                    Err(e) => error!(log, "refresh task panicked or was cancelled"; "error" => %e),
+                if let Some(ok) = check(&runner, mode, false).await {
+                    last_start = started;
+                    retry_at = retry_after(ok);
                 }
                 continue;
             }
@@ -185,8 +200,12 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
                 }
             }
         }
-        last_start = Instant::now();
-        retry_at = retry_after(refresh(&runner, mode).await);
+        // A tick (or the watchdog in its place): run if anything is due, without a transaction otherwise.
+        let started = Instant::now();
+        if let Some(ok) = check(&runner, mode, true).await {
+            last_start = started;
+            retry_at = retry_after(ok);
+        }
     }
     info!(log, "worker stopping");
     if let Some(mut s) = sched {

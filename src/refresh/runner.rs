@@ -128,7 +128,13 @@ impl Runner {
         let result = conn
             .map_err(RunError::from)
             .and_then(|mut conn| self.attempt(&mut conn, mode));
-        match &result {
+        self.record(mode, &result);
+        result
+    }
+
+    /// Counts, logs and follows up the outcome of a run.
+    fn record(&self, mode: Mode, result: &Result<Outcome, RunError>) {
+        match result {
             Ok(Outcome::Completed(r)) => {
                 self.metrics.record_refresh_success(
                     r.duration,
@@ -207,7 +213,6 @@ impl Runner {
                 }
             }
         }
-        result
     }
 
     fn attempt(&self, conn: &mut PgConnection, mode: Mode) -> Result<Outcome, RunError> {
@@ -234,16 +239,35 @@ impl Runner {
         true
     }
 
-    /// The worker's check between ticks: one cheap statement, and a run only when a change was captured
-    /// (`Ok(None)`: nothing pending). A check that cannot reach the database is that run's failure, recorded and
-    /// logged as one, so the worker backs off as after any failed run.
-    pub fn run_if_pending(&self, mode: Mode) -> Result<Option<Outcome>, RunError> {
+    /// The worker's check: one cheap statement, and a run only when a change was captured (`Ok(None)`:
+    /// nothing pending). A `thorough` check (a tick of the schedule) also runs when no refresh has succeeded
+    /// yet or the partition tree changed, and when it finds nothing to do it counts as a run that changed
+    /// nothing ([`Outcome::Unchanged`]) without starting a transaction. A check that cannot reach the database
+    /// is that run's failure, recorded and logged as one, so the worker backs off as after any failed run.
+    pub fn run_if_pending(&self, mode: Mode, thorough: bool) -> Result<Option<Outcome>, RunError> {
         let mut conn = match self.pool.get() {
             Ok(c) => c,
             Err(e) => return self.run_on(Err(DbError::from(e)), mode).map(Some),
         };
-        match crate::db::deltas::any_pending(&mut conn) {
+        let due = |conn: &mut PgConnection| -> diesel::QueryResult<bool> {
+            Ok(crate::db::deltas::any_pending(conn)?
+                || (thorough
+                    && (queries::latest_success(conn)?.is_none()
+                        || crate::db::partitions::changes(conn)?.is_some())))
+        };
+        match due(&mut conn) {
             Ok(true) => self.run_on(Ok(conn), mode).map(Some),
+            Ok(false) if thorough => {
+                let result = match &self.cache {
+                    Some(cache) => cache
+                        .sync_from(&mut conn)
+                        .map(|_| Outcome::Unchanged)
+                        .map_err(|e| RunError::from(DbError::from(e))),
+                    None => Ok(Outcome::Unchanged),
+                };
+                self.record(mode, &result);
+                result.map(Some)
+            }
             Ok(false) => Ok(None),
             Err(e) => self.run_on(Err(DbError::from(e)), mode).map(Some),
         }
