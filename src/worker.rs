@@ -2,8 +2,8 @@
 //!
 //! Refreshes follow the writes: every `check_interval` (100 ms by default) the worker asks whether any change
 //! was captured (one statement that stops at the first row of `rollup_changes`; the writers pay nothing for it)
-//! and refreshes as soon as one was, but never starts two runs less than `min_interval` apart, which bounds the
-//! load under a stream of writes. The cron schedule stays as the backstop (and a run that finds nothing to do
+//! and refreshes as soon as one was, but not within `min_interval` of the end of the newest run by any replica's
+//! writer (the check reads it too), which bounds the load under a stream of writes whatever the replica count. The cron schedule stays as the backstop (and a run that finds nothing to do
 //! writes nothing: see [`crate::refresh::Outcome::Unchanged`]).
 //!
 //! tokio-cron-scheduler only produces ticks: its job does a `try_send` on a channel of capacity one. A single
@@ -55,10 +55,10 @@ async fn refresh(runner: &Arc<Runner>, mode: Mode) -> bool {
 
 /// [`Runner::run_if_pending`] on the blocking pool: `None` when nothing was due, else whether the run (or the
 /// thorough check standing for one) succeeded.
-async fn check(runner: &Arc<Runner>, mode: Mode, thorough: bool) -> Option<bool> {
+async fn check(runner: &Arc<Runner>, mode: Mode, thorough: bool, min: Duration) -> Option<bool> {
     let runner = Arc::clone(runner);
     let log = runner.log().clone();
-    match tokio::task::spawn_blocking(move || runner.run_if_pending(mode, thorough)).await {
+    match tokio::task::spawn_blocking(move || runner.run_if_pending(mode, thorough, min)).await {
         Ok(Ok(None)) => None,
         Ok(result) => Some(result.is_ok()),
         Err(e) => {
@@ -179,7 +179,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
             // While a failure waits for its retry, the retry decides (with its backoff), not the check.
             _ = tokio::time::sleep_until(check_at), if check_interval.is_some() && retry_at.is_none() => {
                 let started = Instant::now();
-                if let Some(ok) = check(&runner, mode, false).await {
+                if let Some(ok) = check(&runner, mode, false, min_interval).await {
                     last_start = started;
                     retry_at = retry_after(ok);
                 }
@@ -202,7 +202,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
         }
         // A tick (or the watchdog in its place): run if anything is due, without a transaction otherwise.
         let started = Instant::now();
-        if let Some(ok) = check(&runner, mode, true).await {
+        if let Some(ok) = check(&runner, mode, true, min_interval).await {
             last_start = started;
             retry_at = retry_after(ok);
         }

@@ -99,8 +99,9 @@ pub struct Snapshot {
     /// When that run committed: the dashboard's `Last-Modified`.
     pub computed_at: DateTime<Utc>,
     pub data: Arc<ReportData>,
-    /// The dashboard page (`GET /`) for this run.
-    pub dashboard: Rendered,
+    /// The dashboard page (`GET /`) for this run, rendered by its first request: under a stream of writes most
+    /// snapshots are never asked for the page.
+    dashboard: std::sync::OnceLock<Rendered>,
 }
 
 impl Snapshot {
@@ -116,12 +117,23 @@ impl Snapshot {
         Self::with_data(rollups.run, data)
     }
 
+    /// The dashboard page of this snapshot.
+    pub fn dashboard(&self) -> &Rendered {
+        self.dashboard.get_or_init(|| {
+            Rendered::new(dashboard::render(
+                &self.data.figures,
+                self.computed_at,
+                self.run_id,
+            ))
+        })
+    }
+
     /// A snapshot of `run` over already-rendered data.
     fn with_data(run: RunStamp, data: Arc<ReportData>) -> Self {
         Snapshot {
             run_id: run.id,
             computed_at: run.finished_at,
-            dashboard: Rendered::new(dashboard::render(&data.figures, run.finished_at, run.id)),
+            dashboard: std::sync::OnceLock::new(),
             data,
         }
     }

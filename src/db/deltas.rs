@@ -93,18 +93,27 @@ pub fn read(conn: &mut PgConnection, after: i64, upto: i64) -> QueryResult<Vec<D
     .load(conn)
 }
 
-#[derive(QueryableByName)]
-struct Exists {
+/// What the worker's check finds.
+#[derive(Debug, Clone, Copy, PartialEq, QueryableByName)]
+pub struct Pending {
+    /// Whether any captured change awaits a refresh.
     #[diesel(sql_type = Bool)]
-    pending: bool,
+    pub pending: bool,
+    /// Milliseconds since the newest successful run (by any writer) finished; `None` before the first.
+    #[diesel(sql_type = Nullable<diesel::sql_types::Double>)]
+    pub since_last_run_ms: Option<f64>,
 }
 
-/// Whether any captured change awaits a refresh (the worker's check every `REFRESH_CHECK_INTERVAL`): stops at
-/// the first live row of a table that a refresh keeps near empty.
-pub fn any_pending(conn: &mut PgConnection) -> QueryResult<bool> {
-    let row: Exists = diesel::sql_query("SELECT EXISTS (SELECT 1 FROM rollup_changes) AS pending")
-        .get_result(conn)?;
-    Ok(row.pending)
+/// The worker's check every `REFRESH_CHECK_INTERVAL`: whether a change is pending (stops at the first live row of
+/// a table that a refresh keeps near empty) and how long ago the last run finished (one index entry), so that
+/// all the replicas' workers together keep `REFRESH_MIN_INTERVAL` between runs.
+pub fn check(conn: &mut PgConnection) -> QueryResult<Pending> {
+    diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM rollup_changes) AS pending, \
+           (SELECT extract(epoch FROM clock_timestamp() - finished_at) * 1000 FROM refresh_runs \
+            WHERE outcome = 'success' ORDER BY id DESC LIMIT 1)::float8 AS since_last_run_ms",
+    )
+    .get_result(conn)
 }
 
 /// What a replica's data is complete up to, as the database sees it now.

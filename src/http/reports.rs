@@ -142,7 +142,7 @@ fn choose(
 ) -> Result<Chosen, QueryError> {
     let data = &snap.data;
     match report {
-        Report::Dashboard => Ok(whole(&snap.dashboard, gzip_ok)),
+        Report::Dashboard => Ok(whole(snap.dashboard(), gzip_ok)),
         Report::DailyUsage => {
             let range = query::day_range(query)?;
             let report = &data.daily_usage;

@@ -244,20 +244,35 @@ impl Runner {
     /// yet or the partition tree changed, and when it finds nothing to do it counts as a run that changed
     /// nothing ([`Outcome::Unchanged`]) without starting a transaction. A check that cannot reach the database
     /// is that run's failure, recorded and logged as one, so the worker backs off as after any failed run.
-    pub fn run_if_pending(&self, mode: Mode, thorough: bool) -> Result<Option<Outcome>, RunError> {
+    /// A plain check also waits (`Ok(None)`) while the newest run by any writer finished less than
+    /// `min_interval` ago.
+    pub fn run_if_pending(
+        &self,
+        mode: Mode,
+        thorough: bool,
+        min_interval: Duration,
+    ) -> Result<Option<Outcome>, RunError> {
         let mut conn = match self.pool.get() {
             Ok(c) => c,
             Err(e) => return self.run_on(Err(DbError::from(e)), mode).map(Some),
         };
-        let due = |conn: &mut PgConnection| -> diesel::QueryResult<bool> {
-            Ok(crate::db::deltas::any_pending(conn)?
-                || (thorough
-                    && (queries::latest_success(conn)?.is_none()
-                        || crate::db::partitions::changes(conn)?.is_some())))
+        let min_ms = min_interval.as_secs_f64() * 1000.0;
+        let due = |conn: &mut PgConnection| -> diesel::QueryResult<Option<bool>> {
+            let found = crate::db::deltas::check(conn)?;
+            if !thorough && found.pending && found.since_last_run_ms.is_some_and(|ms| ms < min_ms) {
+                return Ok(None);
+            }
+            Ok(Some(
+                found.pending
+                    || (thorough
+                        && (queries::latest_success(conn)?.is_none()
+                            || crate::db::partitions::changes(conn)?.is_some())),
+            ))
         };
         match due(&mut conn) {
-            Ok(true) => self.run_on(Ok(conn), mode).map(Some),
-            Ok(false) if thorough => {
+            Ok(None) => Ok(None),
+            Ok(Some(true)) => self.run_on(Ok(conn), mode).map(Some),
+            Ok(Some(false)) if thorough => {
                 let result = match &self.cache {
                     Some(cache) => cache
                         .sync_from(&mut conn)
@@ -268,7 +283,7 @@ impl Runner {
                 self.record(mode, &result);
                 result.map(Some)
             }
-            Ok(false) => Ok(None),
+            Ok(Some(false)) => Ok(None),
             Err(e) => self.run_on(Err(DbError::from(e)), mode).map(Some),
         }
     }

@@ -144,7 +144,9 @@ thread_local! {
 }
 
 fn refresh_and_check(conn: &mut PgConnection, mode: Mode) {
-    let pending = coworking_analytics::db::deltas::any_pending(conn).unwrap();
+    let pending = coworking_analytics::db::deltas::check(conn)
+        .unwrap()
+        .pending;
     let outcome = refresh::run(conn, mode, "proptest").unwrap();
     match outcome {
         Outcome::Completed(_) => {}
@@ -195,7 +197,7 @@ fn assert_same_reports(follower: &ReportCache, conn: &mut PgConnection) {
         );
     }
     assert_eq!(x.figures, y.figures);
-    assert_eq!(a.dashboard.body, b.dashboard.body);
+    assert_eq!(a.dashboard().body, b.dashboard().body);
 }
 
 fn cases() -> u32 {
