@@ -71,7 +71,14 @@ pub fn start(
         cache: Arc::clone(&cache),
         metrics: Arc::clone(&metrics),
         readiness_max_age: config.readiness_max_age,
-        cache_policy: http::caching::CachePolicy::new(Some(config.refresh_schedule.cron().clone())),
+        // Refreshing on captured changes, the data may change any moment: caches revalidate (a 304 by ETag).
+        cache_policy: http::caching::CachePolicy::new(
+            config
+                .refresh_check_interval
+                .0
+                .is_none()
+                .then(|| config.refresh_schedule.cron().clone()),
+        ),
     });
     let http = tokio::spawn(http::serve(
         listener,

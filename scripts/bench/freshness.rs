@@ -1,6 +1,7 @@
 //! Freshness benchmark (`scripts/bench-freshness`, i.e. `cargo bench --bench freshness -- [--quick]`).
 //!
-//! For each data set (10M tokens with 100k users, then 10M tokens with 1M users; `--quick`: 1M with 10k) it
+//! For each data set (10M tokens with 100k users, then 10M tokens with 1M users; `--quick`: 1M with 10k;
+//! `--tokens N --users M`: that one, with 10 s phases) it
 //! starts a private PostgreSQL, seeds it, runs one full refresh, then starts three `serve` replicas of the
 //! release binary with the default settings (each one alone, timing how long it takes to serve its first
 //! snapshot), and measures, in the same run:
@@ -367,12 +368,20 @@ async fn data_set(tokens: u64, users: u32, write_secs: u64, idle_secs: u64) {
 
 #[tokio::main]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.parse::<u64>().expect("a number"))
+    };
     println!(
         "# Freshness: 3 replicas, default settings, on this machine ({} cores)",
         num_cpus()
     );
-    if quick {
+    if let (Some(tokens), Some(users)) = (value("--tokens"), value("--users")) {
+        data_set(tokens, users as u32, 10, 10).await;
+    } else if args.iter().any(|a| a == "--quick") {
         data_set(1_000_000, 10_000, 10, 10).await;
     } else {
         data_set(10_000_000, 100_000, 20, 60).await;

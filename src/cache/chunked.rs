@@ -1,7 +1,7 @@
 //! A report body kept as chunks, so that a change costs what it touches, not the whole report.
 //!
 //! Both report bodies are `{e1,e2,...}\n`, entries in key order. The entries are grouped by key range
-//! (`key >> shift`: 256 user ids, 64 days), and each non-empty group is one immutable [`Chunk`]: its rows, its
+//! (`key >> shift`: 256 user ids, 64 days), and each non-empty group is one immutable [`Chunk`]: its
 //! text, the offsets of its entries, its raw-deflate form and CRC-32, and a digest. A report is a list of
 //! `Arc<Chunk>`; applying a delta rebuilds only the chunks whose keys changed and shares the others, so a
 //! snapshot that patched its predecessor and one rendered from scratch hold the very same chunks.
@@ -25,6 +25,10 @@ pub trait Entry: Clone + PartialEq + Send + Sync + std::fmt::Debug + 'static {
     fn key(&self) -> i64;
     /// Appends the entry's JSON text (`"key":value`).
     fn render(&self, out: &mut Vec<u8>);
+    /// The entry [`Entry::render`] wrote as `text` (its inverse: chunks keep only their text).
+    fn parse(text: &[u8]) -> Option<Self>;
+    /// The key of the entry in `text`, without parsing the rest.
+    fn parse_key(text: &[u8]) -> Option<i64>;
 }
 
 /// gzip header: deflate, no name, no time, unknown OS (what flate2 writes at the default level).
@@ -56,6 +60,12 @@ fn deflate_block(data: &[u8], level: Compression) -> Vec<u8> {
     }
 }
 
+/// `v` without spare capacity (a compressor's output buffer is sized for the worst case).
+fn shrunk(mut v: Vec<u8>) -> Vec<u8> {
+    v.shrink_to_fit();
+    v
+}
+
 static OPEN: LazyLock<Bytes> = LazyLock::new(|| Bytes::from_static(b"{"));
 static CLOSE: LazyLock<Bytes> = LazyLock::new(|| Bytes::from_static(b"}\n"));
 static GZ_OPEN: LazyLock<Bytes> =
@@ -68,12 +78,13 @@ static GZ_CLOSE: LazyLock<Bytes> = LazyLock::new(|| {
     Bytes::from(b)
 });
 
-/// One key range of a report: rows, text, compressed form, checksums. Immutable.
+/// One key range of a report: text, entry offsets, compressed form, checksums. Immutable. The rows are not kept
+/// (at 1M users they would be 24 MB beside the 62 MB of text): a patch parses the few chunks it rebuilds.
 #[derive(Debug)]
 pub struct Chunk<E> {
     /// `key >> shift` of every row.
     no: i64,
-    rows: Vec<E>,
+    _rows: std::marker::PhantomData<E>,
     /// `,` followed by the entries joined by commas (the first chunk of a body is served without the comma).
     text: Bytes,
     /// Offset in `text` of each entry (just after its comma).
@@ -103,14 +114,54 @@ impl<E: Entry> Chunk<E> {
         let digest = Sha256::digest(&text[1..]);
         Chunk {
             no,
-            deflated: Bytes::from(deflate_block(&text[1..], level)),
+            deflated: Bytes::from(shrunk(deflate_block(&text[1..], level))),
             digest: digest[..16].try_into().unwrap_or([0; 16]),
-            text: Bytes::from(text),
+            text: Bytes::from(shrunk(text)),
             starts,
-            rows,
+            _rows: std::marker::PhantomData,
             crc_comma,
             crc_bare,
         }
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    // Invariant: every entry was written by `E::render`, whose inverse `E::parse_key` is (tested in
+    // src/report.rs and by every patch test).
+    #[expect(clippy::expect_used)]
+    fn key_at(&self, i: usize) -> i64 {
+        E::parse_key(self.entry(i)).expect("a rendered entry has a key")
+    }
+
+    /// The number of leading entries whose key satisfies `pred` (which must be true, then false).
+    fn partition_point(&self, pred: impl Fn(i64) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if pred(self.key_at(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The index of the entry with this key.
+    fn find(&self, key: i64) -> Option<usize> {
+        let i = self.partition_point(|k| k < key);
+        (i < self.len() && self.key_at(i) == key).then_some(i)
+    }
+
+    /// The rows, parsed back from the text.
+    // Invariant: as in `key_at`, for `E::parse`.
+    #[expect(clippy::expect_used)]
+    fn rows(&self) -> Vec<E> {
+        (0..self.len())
+            .map(|i| E::parse(self.entry(i)).expect("a rendered entry parses"))
+            .collect()
     }
 
     /// Entry `i`'s text.
@@ -121,6 +172,54 @@ impl<E: Entry> Chunk<E> {
             .get(i + 1)
             .map_or(self.text.len(), |&next| next as usize - 1);
         &self.text[start..end]
+    }
+}
+
+/// Builds a [`Chunked`] from rows arriving in key order (a page at a time from the database), rendering each
+/// chunk as soon as its key range is complete, so the rows of at most one chunk are held.
+#[derive(Debug)]
+pub struct Builder<E> {
+    shift: u32,
+    level: Compression,
+    chunks: Vec<Arc<Chunk<E>>>,
+    group: Vec<E>,
+}
+
+impl<E: Entry> Builder<E> {
+    pub fn new(shift: u32) -> Self {
+        Builder {
+            shift,
+            level: Compression::default(),
+            chunks: Vec::new(),
+            group: Vec::new(),
+        }
+    }
+
+    /// The next row (keys ascending).
+    pub fn push(&mut self, row: E) {
+        let no = row.key() >> self.shift;
+        if self
+            .group
+            .first()
+            .is_some_and(|g| g.key() >> self.shift != no)
+        {
+            self.flush();
+        }
+        self.group.push(row);
+    }
+
+    fn flush(&mut self) {
+        if let Some(first) = self.group.first() {
+            let no = first.key() >> self.shift;
+            let rows = std::mem::take(&mut self.group);
+            self.chunks
+                .push(Arc::new(Chunk::build(no, rows, self.level)));
+        }
+    }
+
+    pub fn finish(mut self) -> Chunked<E> {
+        self.flush();
+        Chunked::assemble(self.shift, self.level, self.chunks)
     }
 }
 
@@ -142,18 +241,9 @@ pub struct Chunked<E> {
 impl<E: Entry> Chunked<E> {
     /// The report of `rows` (sorted by key, keys distinct), in chunks of `2^shift` keys.
     pub fn build(rows: Vec<E>, shift: u32) -> Self {
-        let level = Compression::default();
-        let mut chunks = Vec::new();
-        let mut rows = rows.into_iter().peekable();
-        while let Some(first) = rows.next() {
-            let no = first.key() >> shift;
-            let mut group = vec![first];
-            while let Some(next) = rows.next_if(|r| r.key() >> shift == no) {
-                group.push(next);
-            }
-            chunks.push(Arc::new(Chunk::build(no, group, level)));
-        }
-        Self::assemble(shift, level, chunks)
+        let mut b = Builder::new(shift);
+        rows.into_iter().for_each(|r| b.push(r));
+        b.finish()
     }
 
     /// A new report with `changes` applied: each `(key, Some(row))` sets that key's entry, `(key, None)` removes
@@ -173,7 +263,8 @@ impl<E: Entry> Chunked<E> {
                 out.push(Arc::clone(c));
             }
             let current = old.next_if(|c| c.no == no);
-            let mut rows: Vec<E> = current.map(|c| c.rows.clone()).unwrap_or_default();
+            let original: Vec<E> = current.map(|c| c.rows()).unwrap_or_default();
+            let mut rows = original.clone();
             while let Some((k, row)) = changes.next_if(|(k, _)| *k >> self.shift == no) {
                 match (rows.binary_search_by_key(&k, E::key), row) {
                     (Ok(i), Some(r)) => rows[i] = r,
@@ -185,7 +276,7 @@ impl<E: Entry> Chunked<E> {
                 }
             }
             match current {
-                Some(c) if c.rows == rows => out.push(Arc::clone(c)),
+                Some(c) if original == rows => out.push(Arc::clone(c)),
                 _ if rows.is_empty() => {}
                 _ => out.push(Arc::new(Chunk::build(no, rows, self.level))),
             }
@@ -202,7 +293,7 @@ impl<E: Entry> Chunked<E> {
         for (i, c) in chunks.iter().enumerate() {
             crc.combine(if i == 0 { &c.crc_bare } else { &c.crc_comma });
             tags.update(c.digest);
-            len += c.rows.len();
+            len += c.starts.len();
             body_len += c.text.len() as u64 - u64::from(i == 0);
             gzip_len += c.deflated.len() as u64 + if i == 0 { 0 } else { GZ_COMMA.len() as u64 };
         }
@@ -240,18 +331,15 @@ impl<E: Entry> Chunked<E> {
     }
 
     /// Every row, in key order.
-    pub fn rows(&self) -> impl Iterator<Item = &E> {
-        self.chunks.iter().flat_map(|c| c.rows.iter())
+    pub fn rows(&self) -> impl Iterator<Item = E> + '_ {
+        self.chunks.iter().flat_map(|c| c.rows())
     }
 
     /// The row with this key.
-    pub fn get(&self, key: i64) -> Option<&E> {
+    pub fn get(&self, key: i64) -> Option<E> {
         let no = key >> self.shift;
         let c = &self.chunks[self.chunks.binary_search_by_key(&no, |c| c.no).ok()?];
-        c.rows
-            .binary_search_by_key(&key, E::key)
-            .ok()
-            .map(|i| &c.rows[i])
+        c.find(key).and_then(|i| E::parse(c.entry(i)))
     }
 
     /// The identity body in one buffer (a copy: tests and small bodies; serving writes the parts).
@@ -305,8 +393,8 @@ impl<E: Entry> Chunked<E> {
     /// The body of the entries with keys in `lo..=hi`, and how many there are.
     pub fn range(&self, lo: i64, hi: i64, filter: &str) -> (Encoded, usize) {
         let picked = self.chunks.iter().flat_map(|c| {
-            let a = c.rows.partition_point(|r| r.key() < lo);
-            let b = c.rows.partition_point(|r| r.key() <= hi);
+            let a = c.partition_point(|k| k < lo);
+            let b = c.partition_point(|k| k <= hi);
             (a..b.max(a)).map(move |i| c.entry(i))
         });
         self.subset(picked, filter)
@@ -317,7 +405,7 @@ impl<E: Entry> Chunked<E> {
         let picked = keys.iter().filter_map(|&k| {
             let no = k >> self.shift;
             let c = &self.chunks[self.chunks.binary_search_by_key(&no, |c| c.no).ok()?];
-            let i = c.rows.binary_search_by_key(&k, E::key).ok()?;
+            let i = c.find(k)?;
             Some(c.entry(i))
         });
         self.subset(picked, filter)

@@ -45,7 +45,7 @@ impl ReportData {
         user_visits: Chunked<UserRow>,
         visits: Visits,
     ) -> Self {
-        let days: Vec<DayRow> = daily_usage.rows().cloned().collect();
+        let days: Vec<DayRow> = daily_usage.rows().collect();
         ReportData {
             data_version,
             changed_at,
@@ -105,6 +105,30 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Loads the rollups from the database and renders them, a page of users at a time; `None` before the first
+    /// successful refresh.
+    pub fn load(conn: &mut PgConnection) -> diesel::QueryResult<Option<Self>> {
+        let mut users = chunked::Builder::new(report::USER_SHIFT);
+        let mut visits = Visits::default();
+        let Some(rollups) = queries::load_rollups_paged(conn, |page| {
+            for u in page {
+                visits.apply(None, Some(u.visits));
+                users.push(u);
+            }
+        })?
+        else {
+            return Ok(None);
+        };
+        let data = Arc::new(ReportData::new(
+            rollups.run.data_version,
+            rollups.changed_at,
+            report::daily_usage(rollups.days),
+            users.finish(),
+            visits,
+        ));
+        Ok(Some(Self::with_data(rollups.run, data)))
+    }
+
     pub fn from_rollups(rollups: Rollups) -> Self {
         let visits = Visits::of(&rollups.users);
         let data = Arc::new(ReportData::new(
@@ -285,8 +309,8 @@ impl ReportCache {
                 });
             }
         }
-        match queries::load_rollups(conn)? {
-            Some(rollups) => Ok(if self.store(rollups) {
+        match Snapshot::load(conn)? {
+            Some(snap) => Ok(if self.swap_in(Arc::new(snap)) {
                 self.reloaded.fetch_add(1, Ordering::Relaxed);
                 Synced::Reloaded
             } else {

@@ -299,6 +299,20 @@ pub struct Rollups {
 
 /// Reads the rollups in one REPEATABLE READ, read-only transaction; `None` before the first successful refresh.
 pub fn load_rollups(conn: &mut PgConnection) -> QueryResult<Option<Rollups>> {
+    let mut users = Vec::new();
+    let loaded = load_rollups_paged(conn, |page| users.extend(page))?;
+    Ok(loaded.map(|r| Rollups { users, ..r }))
+}
+
+/// Users per page of [`load_rollups_paged`].
+const USER_PAGE: i64 = 20_000;
+
+/// [`load_rollups`], handing the user rows to `each_page` a page at a time, in id order (the returned `users` is
+/// empty): a replica loading 1M users never holds them all, nor the driver's whole result.
+pub fn load_rollups_paged(
+    conn: &mut PgConnection,
+    mut each_page: impl FnMut(Vec<UserRow>),
+) -> QueryResult<Option<Rollups>> {
     conn.build_transaction()
         .repeatable_read()
         .read_only()
@@ -312,12 +326,35 @@ pub fn load_rollups(conn: &mut PgConnection) -> QueryResult<Option<Rollups>> {
                 .first::<DateTime<Utc>>(conn)
                 .optional()?
                 .unwrap_or(run.finished_at);
-            let (days, users) = rollup_contents(conn)?;
+            let days = daily_usage_rollup::table
+                .order(daily_usage_rollup::day)
+                .select((daily_usage_rollup::day, daily_usage_rollup::checkins))
+                .load(conn)?;
+            let mut after = i32::MIN;
+            loop {
+                let page: Vec<UserRow> = user_visits_rollup::table
+                    .filter(user_visits_rollup::user_id.gt(after))
+                    .order(user_visits_rollup::user_id)
+                    .limit(USER_PAGE)
+                    .select((
+                        user_visits_rollup::user_id,
+                        user_visits_rollup::joined_at,
+                        user_visits_rollup::visits,
+                    ))
+                    .load(conn)?;
+                let Some(last) = page.last() else { break };
+                after = last.user_id;
+                let full = page.len() as i64 == USER_PAGE;
+                each_page(page);
+                if !full {
+                    break;
+                }
+            }
             Ok(Some(Rollups {
                 run,
                 changed_at,
                 days,
-                users,
+                users: Vec::new(),
             }))
         })
 }

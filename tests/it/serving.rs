@@ -144,9 +144,8 @@ async fn compression_validators_and_caching_headers_on_a_real_socket() {
         assert_eq!(gunzip(&zipped.body), plain.body, "{path}");
         for r in [&plain, &zipped] {
             assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{path}");
-            let cc = r.header("cache-control").unwrap();
-            let age: u64 = cc.strip_prefix("public, max-age=").unwrap().parse().unwrap();
-            assert!(age <= 30, "{path}: {cc}");
+            // The data may change any moment (the worker refreshes on captured changes): always revalidate.
+            assert_eq!(r.header("cache-control"), Some("no-cache"), "{path}");
         }
         let (tag_plain, tag_zipped) = (plain.header("etag").unwrap(), zipped.header("etag").unwrap());
         assert_ne!(tag_plain, tag_zipped, "{path}: each encoding has its own tag");
