@@ -1,7 +1,7 @@
 //! Freshness benchmark (`scripts/bench-freshness`, i.e. `cargo bench --bench freshness -- [--quick]`).
 //!
 //! For each data set (10M tokens with 100k users, then 10M tokens with 1M users; `--quick`: 1M with 10k;
-//! `--tokens N --users M`: that one, with 10 s phases) it
+//! `--tokens N --users M`: that one) it
 //! starts a private PostgreSQL, seeds it, runs one full refresh, then starts three `serve` replicas of the
 //! release binary with the default settings (each one alone, timing how long it takes to serve its first
 //! snapshot), and measures, in the same run:
@@ -380,7 +380,7 @@ async fn main() {
         num_cpus()
     );
     if let (Some(tokens), Some(users)) = (value("--tokens"), value("--users")) {
-        data_set(tokens, users as u32, 10, 10).await;
+        data_set(tokens, users as u32, 20, 60).await;
     } else if args.iter().any(|a| a == "--quick") {
         data_set(1_000_000, 10_000, 10, 10).await;
     } else {

@@ -187,9 +187,12 @@ pub enum Synced {
 pub struct ReportCache {
     current: ArcSwapOption<Snapshot>,
     complete_at: AtomicI64,
-    /// How many syncs patched and how many reloaded (the benchmark and the tests read them).
+    /// How many syncs patched, and how many times everything was loaded (the benchmark and the tests read them).
     patched: AtomicU64,
     reloaded: AtomicU64,
+    /// Held by one sync at a time: the worker after its run and the follower after the notification of that same
+    /// run would otherwise both patch, or at start-up both load the whole reports (twice the memory at once).
+    syncing: std::sync::Mutex<()>,
 }
 
 impl ReportCache {
@@ -237,6 +240,8 @@ impl ReportCache {
     /// the data changed, it reads the delta log since the held version and patches, or reloads across a gap.
     /// Then it records how complete the data is ([`ReportCache::confirm`]).
     pub fn sync_from(&self, conn: &mut PgConnection) -> diesel::QueryResult<Synced> {
+        // A poisoned lock only means a sync panicked; the cache itself is still consistent.
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         let horizon = deltas::horizon(conn)?;
         let synced = match horizon.latest_run {
             Some(latest) if latest > self.run_id() => self.catch_up(conn)?,
@@ -309,9 +314,11 @@ impl ReportCache {
                 });
             }
         }
-        match Snapshot::load(conn)? {
+        let loaded = Snapshot::load(conn)?;
+        self.reloaded
+            .fetch_add(u64::from(loaded.is_some()), Ordering::Relaxed);
+        match loaded {
             Some(snap) => Ok(if self.swap_in(Arc::new(snap)) {
-                self.reloaded.fetch_add(1, Ordering::Relaxed);
                 Synced::Reloaded
             } else {
                 Synced::UpToDate
