@@ -13,7 +13,9 @@
 //!   and peak, VmRSS and VmHWM);
 //! - the database's refresh transactions per second (rows of `refresh_runs` in the window) and all its
 //!   transactions per second (`pg_stat_database`, which includes the replicas' 100 ms checks and polls);
-//! - a minute without writes: the same figures.
+//! - a minute without writes: the same figures;
+//! - what the live path costs the writer: its insert latency at 200 a second with no replica running, and with
+//!   the three replicas refreshing on every change.
 //!
 //! Not a test: it asserts nothing. The writer, the observer and PostgreSQL share the machine with the replicas.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -223,7 +225,32 @@ impl Window {
     }
 }
 
-async fn write_phase(url: &str, replicas: &[Replica], rate: u32, secs: u64, users: u32) {
+/// Commits `n` single-row check-ins at `rate` a second, calling `committed(k)` after write k; returns each
+/// insert's latency in ms, sorted.
+async fn write(
+    client: &tokio_postgres::Client,
+    insert: &tokio_postgres::Statement,
+    rate: u32,
+    n: u64,
+    users: u32,
+    mut committed: impl FnMut(u64),
+) -> Vec<f64> {
+    let start = tokio::time::Instant::now();
+    let created = format!("{DAY} 12:00:00");
+    let mut took = Vec::with_capacity(n as usize);
+    for k in 1..=n {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / f64::from(rate))).await;
+        let user = 1 + ((k * 7919) % u64::from(users)) as i32;
+        let t = Instant::now();
+        client.execute(insert, &[&user, &created]).await.unwrap();
+        took.push(t.elapsed().as_secs_f64() * 1000.0);
+        committed(k);
+    }
+    took.sort_by(f64::total_cmp);
+    took
+}
+
+async fn connect_writer(url: &str) -> (tokio_postgres::Client, tokio_postgres::Statement) {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -235,6 +262,19 @@ async fn write_phase(url: &str, replicas: &[Replica], rate: u32, secs: u64, user
         )
         .await
         .unwrap();
+    (client, insert)
+}
+
+fn print_inserts(what: &str, took: &[f64]) {
+    println!(
+        "  the writer's single-row inserts ({what}): p50 {:.2} ms, p99 {:.2} ms",
+        percentile(took, 0.5),
+        percentile(took, 0.99)
+    );
+}
+
+async fn write_phase(url: &str, replicas: &[Replica], rate: u32, secs: u64, users: u32) {
+    let (client, insert) = connect_writer(url).await;
     let mut base_conn = Conn::open(replicas[0].port).await;
     let path = format!("/api/reports/daily_usage?from={DAY}&to={DAY}");
     let base = day_count(&base_conn.get(&path).await.1);
@@ -272,14 +312,10 @@ async fn write_phase(url: &str, replicas: &[Replica], rate: u32, secs: u64, user
         let mut conn = db::connect(url).unwrap();
         Window::open(replicas, &mut conn)
     };
-    let start = tokio::time::Instant::now();
-    let created = format!("{DAY} 12:00:00");
-    for k in 1..=n {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / f64::from(rate))).await;
-        let user = 1 + ((k * 7919) % u64::from(users)) as i32;
-        client.execute(&insert, &[&user, &created]).await.unwrap();
-        commits.lock().unwrap()[k as usize] = Some(Instant::now());
-    }
+    let took = write(&client, &insert, rate, n, users, |k| {
+        commits.lock().unwrap()[k as usize] = Some(Instant::now())
+    })
+    .await;
     let written = Instant::now();
     let mut conn = db::connect(url).unwrap();
     window.report(replicas, &mut conn);
@@ -293,6 +329,7 @@ async fn write_phase(url: &str, replicas: &[Replica], rate: u32, secs: u64, user
     for o in observers {
         let _ = o.await;
     }
+    print_inserts("3 replicas serving, refreshing on every change", &took);
     let commits = commits.lock().unwrap();
     let seen = seen.lock().unwrap();
     let mut lags: Vec<f64> = Vec::new();
@@ -344,6 +381,11 @@ async fn data_set(tokens: u64, users: u32, write_secs: u64, idle_secs: u64) {
         "\n## {tokens} tokens, {users} users (seeded and refreshed in {:.0} s)",
         t.elapsed().as_secs_f64()
     );
+    // What the writes cost without the service, to compare with the same rate while it refreshes on each change.
+    let (client, insert) = connect_writer(&url).await;
+    let took = write(&client, &insert, 200, 2000, users, |_| {}).await;
+    print_inserts("200 a second, no replica running", &took);
+    refresh::run(&mut conn, Mode::Incremental, "bench").unwrap();
     let mut replicas = Vec::new();
     for i in 1..=3 {
         let (r, took) = start_replica(&url).await;
