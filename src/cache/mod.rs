@@ -6,6 +6,7 @@
 //! wait, never see a half-built snapshot, and keep the old one alive until they finish with it. A failed refresh
 //! or a database outage simply never stores, so the last good snapshot stays served.
 
+mod chunk;
 pub mod chunked;
 pub mod rendered;
 

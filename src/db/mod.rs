@@ -1,13 +1,15 @@
 //! The database boundary: every SQL statement the service runs outside of `migrations/` is in this module. This
 //! file has the r2d2 connection pool with its per-transaction settings and the embedded migrations; [`queries`]
-//! the reads and the refresh's bookkeeping; [`incremental`] the incremental refresh; [`listen`] the follower's
-//! `LISTEN` connection; [`verify`] the self-check.
+//! the reads and the refresh's bookkeeping; [`incremental`] the incremental refresh; [`deltas`] the delta log the
+//! replicas patch from; [`load`] the whole rollups; [`listen`] the follower's `LISTEN` connection; [`verify`] the
+//! self-check.
 //!
 //! Diesel is synchronous: callers on the async runtime run these functions inside `spawn_blocking`.
 
 pub mod deltas;
 pub mod incremental;
 pub mod listen;
+pub mod load;
 pub mod partitions;
 pub mod queries;
 pub mod verify;
