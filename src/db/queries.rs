@@ -253,13 +253,22 @@ pub fn set_data_version_to_self(conn: &mut PgConnection, id: i64) -> QueryResult
     Ok(())
 }
 
-/// Deletes history older than `keep_days` days, keeping the newest successful run whatever its age.
-pub fn prune_runs(conn: &mut PgConnection, keep_days: i32) -> QueryResult<usize> {
+/// Deletes history older than `keep_days` days, and successful incremental runs older than `keep_routine_days`
+/// (refreshing on every change, they come up to ~4 a second: 30 days of them would be millions of rows); the
+/// newest successful run is kept whatever its age.
+pub fn prune_runs(
+    conn: &mut PgConnection,
+    keep_days: i32,
+    keep_routine_days: i32,
+) -> QueryResult<usize> {
     diesel::sql_query(
-        "DELETE FROM refresh_runs WHERE finished_at < now() - make_interval(days => $1) \
+        "DELETE FROM refresh_runs WHERE finished_at < now() - make_interval(days => $2) \
+         AND (finished_at < now() - make_interval(days => $1) \
+              OR (outcome = 'success' AND mode = 'incremental')) \
          AND id <> (SELECT coalesce(max(id), 0) FROM refresh_runs WHERE outcome = 'success')",
     )
     .bind::<Integer, _>(keep_days)
+    .bind::<Integer, _>(keep_routine_days)
     .execute(conn)
 }
 

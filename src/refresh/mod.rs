@@ -28,6 +28,8 @@ pub const WRITER_LOCK_KEY: i64 = 0x726f_6c6c_7570_7321;
 pub const NOTIFY_CHANNEL: &str = "coworking_rollups_refreshed";
 /// Run history older than this is pruned by the writer.
 const KEEP_HISTORY_DAYS: i32 = 30;
+/// Successful incremental runs (the routine ones) are kept this long.
+const KEEP_ROUTINE_DAYS: i32 = 1;
 /// Attempts of one run when the snapshot turns out to predate the previous writer's commit.
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -206,7 +208,7 @@ fn attempt_once(
                 deltas::log_run(conn, run_id, p.data_version)?;
             }
         }
-        queries::prune_runs(conn, KEEP_HISTORY_DAYS)?;
+        queries::prune_runs(conn, KEEP_HISTORY_DAYS, KEEP_ROUTINE_DAYS)?;
         deltas::prune(conn)?;
         queries::notify_refreshed(conn, NOTIFY_CHANNEL, run_id)?;
         Ok(Outcome::Completed(RunReport {

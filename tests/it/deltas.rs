@@ -192,3 +192,38 @@ fn concurrent_syncs_load_the_reports_once() {
         "the reports were loaded more than once"
     );
 }
+
+/// Routine runs (successful incremental ones) are kept a day, the rest of the history 30 days; the newest
+/// successful run always.
+#[test]
+fn routine_runs_are_kept_a_day_and_the_rest_thirty() {
+    use coworking_analytics::refresh::{self, Mode};
+    let db = migrated_db();
+    let mut conn = db.conn();
+    refresh::run(&mut conn, Mode::Full, "t").unwrap();
+    conn.batch_execute(
+        "INSERT INTO refresh_runs (started_at, finished_at, outcome, mode, host, error) VALUES \
+           (now() - interval '2 days', now() - interval '2 days', 'success', 'incremental', 'routine-old', NULL), \
+           (now() - interval '2 hours', now() - interval '2 hours', 'success', 'incremental', 'routine-new', NULL), \
+           (now() - interval '2 days', now() - interval '2 days', 'success', 'full', 'full-old', NULL), \
+           (now() - interval '2 days', now() - interval '2 days', 'failure', 'incremental', 'failure-old', 'x'), \
+           (now() - interval '40 days', now() - interval '40 days', 'success', 'verify', 'verify-ancient', NULL)",
+    )
+    .unwrap();
+    crate::common::add_one_checkin(&mut conn);
+    refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Host {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        host: String,
+    }
+    let hosts: Vec<String> = diesel::RunQueryDsl::load::<Host>(
+        diesel::sql_query("SELECT host FROM refresh_runs WHERE host <> 't' ORDER BY host"),
+        &mut conn,
+    )
+    .unwrap()
+    .into_iter()
+    .map(|h| h.host)
+    .collect();
+    assert_eq!(hosts, ["failure-old", "full-old", "routine-new"]);
+}
