@@ -8,6 +8,7 @@
 
 mod chunk;
 pub mod chunked;
+pub mod local;
 pub mod rendered;
 
 use arc_swap::ArcSwapOption;

@@ -14,10 +14,14 @@ pub const KEEP_MINUTES: i32 = 10;
 /// history row. Returns the number of rows logged.
 pub fn log_run(conn: &mut PgConnection, run_id: i64, base_version: i64) -> QueryResult<i64> {
     let logged = diesel::sql_query(
-        "INSERT INTO rollup_deltas (run_id, day, checkins, user_id, joined_at, visits) \
-         SELECT $1, day, greatest(n, 0), NULL::integer, NULL::timestamp, NULL::int8 FROM refresh_day_rows \
+        "INSERT INTO rollup_deltas (run_id, day, bucket, checkins, user_id, joined_at, visits) \
+         SELECT $1, day, NULL::timestamp, greatest(n, 0), NULL::integer, NULL::timestamp, NULL::int8 \
+         FROM refresh_day_rows \
          UNION ALL \
-         SELECT $1, NULL::date, NULL::int8, user_id, joined_at, greatest(visits, 0) FROM refresh_user_rows",
+         SELECT $1, NULL::date, bucket, n, NULL::integer, NULL::timestamp, NULL::int8 FROM refresh_quarter_rows \
+         UNION ALL \
+         SELECT $1, NULL::date, NULL::timestamp, NULL::int8, user_id, joined_at, greatest(visits, 0) \
+         FROM refresh_user_rows",
     )
     .bind::<BigInt, _>(run_id)
     .execute(conn)? as i64;
@@ -65,13 +69,16 @@ pub fn changing_runs(conn: &mut PgConnection, after: i64, upto: i64) -> QueryRes
     .load(conn)
 }
 
-/// One logged change: a day's new count or a user's new row.
+/// One logged change: a day's or a quarter hour's new count, or a user's new row.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct Delta {
     #[diesel(sql_type = BigInt)]
     pub run_id: i64,
     #[diesel(sql_type = Nullable<Date>)]
     pub day: Option<NaiveDate>,
+    /// A quarter hour's start (migration 10); `checkins` is then that bucket's count.
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    pub bucket: Option<NaiveDateTime>,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub checkins: Option<i64>,
     #[diesel(sql_type = Nullable<Integer>)]
@@ -85,7 +92,7 @@ pub struct Delta {
 /// The logged changes of runs after `after` up to `upto`, in run order.
 pub fn read(conn: &mut PgConnection, after: i64, upto: i64) -> QueryResult<Vec<Delta>> {
     diesel::sql_query(
-        "SELECT run_id, day, checkins, user_id, joined_at, visits FROM rollup_deltas \
+        "SELECT run_id, day, bucket, checkins, user_id, joined_at, visits FROM rollup_deltas \
          WHERE run_id > $1 AND run_id <= $2 ORDER BY run_id",
     )
     .bind::<BigInt, _>(after)

@@ -31,8 +31,9 @@ pub struct Consumed {
 pub fn consume_changes(conn: &mut PgConnection) -> QueryResult<Consumed> {
     conn.batch_execute(
         "CREATE TEMP TABLE refresh_consumed ON COMMIT DROP AS \
-           SELECT day, checkins_delta, user_id, visits_delta, full_rebuild FROM rollup_changes WITH NO DATA; \
-         WITH c AS (DELETE FROM rollup_changes RETURNING day, checkins_delta, user_id, visits_delta, full_rebuild) \
+           SELECT day, bucket, checkins_delta, user_id, visits_delta, full_rebuild FROM rollup_changes WITH NO DATA; \
+         WITH c AS (DELETE FROM rollup_changes \
+                    RETURNING day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
            INSERT INTO refresh_consumed SELECT * FROM c",
     )?;
     diesel::sql_query(
@@ -90,6 +91,7 @@ pub fn apply_changes(
          FROM refresh_day_rows",
     )
     .get_result(conn)?;
+    apply_quarters(conn)?;
 
     // Users: deltas, and full recounts for the backfill range and for anything inconsistent.
     diesel::sql_query(
@@ -130,6 +132,35 @@ pub fn apply_changes(
         rows_read: consumed.n + days.rows + users.rows,
         rows_written: days.n + users.n,
     })
+}
+
+/// The quarter-hour buckets (migration 10), after the days: exact deltas, except on the days recounted above, on
+/// days named by a change row without a bucket (recorded before migration 10) and on days where a delta would
+/// make a bucket negative, whose buckets are all recounted. The new values land in `refresh_quarter_rows` (0: the
+/// bucket is gone), which the delta log reads.
+fn apply_quarters(conn: &mut PgConnection) -> QueryResult<()> {
+    conn.batch_execute(
+        "CREATE TEMP TABLE refresh_quarter_rows ON COMMIT DROP AS \
+           SELECT q.bucket, \
+             coalesce((SELECT r.checkins FROM checkin_quarters_rollup r WHERE r.bucket = q.bucket), 0) + q.delta AS n \
+           FROM (SELECT bucket, sum(checkins_delta)::int8 AS delta FROM refresh_consumed \
+                 WHERE bucket IS NOT NULL GROUP BY bucket) q; \
+         CREATE TEMP TABLE refresh_quarter_days ON COMMIT DROP AS \
+           SELECT day FROM refresh_day_rows WHERE recount \
+           UNION SELECT day FROM refresh_consumed WHERE day IS NOT NULL AND bucket IS NULL \
+           UNION SELECT bucket::date FROM refresh_quarter_rows WHERE n < 0; \
+         DELETE FROM refresh_quarter_rows WHERE bucket::date IN (SELECT day FROM refresh_quarter_days); \
+         INSERT INTO refresh_quarter_rows (bucket, n) \
+           SELECT x.bucket, sum(x.n)::int8 FROM refresh_quarter_days d, LATERAL ( \
+             SELECT r.bucket, 0::int8 AS n FROM checkin_quarters_rollup r \
+             WHERE r.bucket >= d.day AND r.bucket < d.day + 1 \
+             UNION ALL \
+             SELECT date_bin('15 minutes', t.created_at, TIMESTAMP '2000-01-01'), count(*) FROM tokens t \
+             WHERE t.created_at >= d.day AND t.created_at < d.day + 1 AND t.used_at IS NOT NULL GROUP BY 1 \
+           ) x GROUP BY x.bucket; \
+         DELETE FROM checkin_quarters_rollup WHERE bucket = ANY (ARRAY(SELECT bucket FROM refresh_quarter_rows)); \
+         INSERT INTO checkin_quarters_rollup (bucket, checkins) SELECT bucket, n FROM refresh_quarter_rows WHERE n > 0",
+    )
 }
 
 /// One line of the dry-run view: what a kind of statement left pending.

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
-use super::queries::{latest_success, DayRow, RunStamp, UserRow};
+use super::queries::{latest_success, DayRow, QuarterRow, RunStamp, UserRow};
 use crate::schema::{daily_usage_rollup, refresh_runs, user_visits_rollup};
 
 /// The full rollup contents and the run that produced them, read from one snapshot.
@@ -16,6 +16,8 @@ pub struct Rollups {
     /// `Last-Modified`. The newest run's time if that run's row was pruned from the history.
     pub changed_at: DateTime<Utc>,
     pub days: Vec<DayRow>,
+    /// Check-ins per quarter hour of `created_at`, ascending (migration 10).
+    pub quarters: Vec<QuarterRow>,
     pub users: Vec<UserRow>,
 }
 
@@ -52,6 +54,7 @@ pub fn load_rollups_paged(
                 .order(daily_usage_rollup::day)
                 .select((daily_usage_rollup::day, daily_usage_rollup::checkins))
                 .load(conn)?;
+            let quarters = quarter_contents(conn)?;
             let mut after = i32::MIN;
             loop {
                 let page: Vec<UserRow> = user_visits_rollup::table
@@ -76,6 +79,7 @@ pub fn load_rollups_paged(
                 run,
                 changed_at,
                 days,
+                quarters,
                 users: Vec::new(),
             }))
         })
@@ -96,4 +100,9 @@ pub fn rollup_contents(conn: &mut PgConnection) -> QueryResult<(Vec<DayRow>, Vec
         ))
         .load(conn)?;
     Ok((days, users))
+}
+
+/// The quarter-hour rollup, ascending.
+pub fn quarter_contents(conn: &mut PgConnection) -> QueryResult<Vec<QuarterRow>> {
+    diesel::sql_query("SELECT bucket, checkins FROM checkin_quarters_rollup ORDER BY bucket").load(conn)
 }

@@ -32,6 +32,15 @@ pub struct UserRow {
     pub visits: i64,
 }
 
+/// Check-ins in one quarter hour of `created_at` (migration 10): the bucket's start and its count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct QuarterRow {
+    #[diesel(sql_type = Timestamp)]
+    pub bucket: NaiveDateTime,
+    #[diesel(sql_type = BigInt)]
+    pub checkins: i64,
+}
+
 /// The newest successful refresh: which data a replica serves and when it was computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
 pub struct RunStamp {
@@ -142,7 +151,7 @@ struct Total {
     total: i64,
 }
 
-/// Replaces both rollups with a recompute from the base tables. DELETE rather than TRUNCATE: readers in other
+/// Replaces the rollups (days, quarter hours, users) with a recompute from the base tables. DELETE rather than TRUNCATE: readers in other
 /// transactions keep seeing the previous rollups until this transaction commits.
 pub fn recompute_all(conn: &mut PgConnection) -> QueryResult<RecomputeCounts> {
     diesel::delete(daily_usage_rollup::table).execute(conn)?;
@@ -151,6 +160,12 @@ pub fn recompute_all(conn: &mut PgConnection) -> QueryResult<RecomputeCounts> {
          SELECT created_at::date, count(*) FROM tokens WHERE used_at IS NOT NULL GROUP BY 1",
     )
     .execute(conn)?;
+    conn.batch_execute(
+        "DELETE FROM checkin_quarters_rollup; \
+         INSERT INTO checkin_quarters_rollup (bucket, checkins) \
+         SELECT date_bin('15 minutes', created_at, TIMESTAMP '2000-01-01'), count(*) FROM tokens \
+         WHERE used_at IS NOT NULL GROUP BY 1",
+    )?;
     diesel::delete(user_visits_rollup::table).execute(conn)?;
     let users = diesel::sql_query(
         "INSERT INTO user_visits_rollup (user_id, joined_at, visits) \
@@ -295,7 +310,7 @@ pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> 
         .optional()
 }
 
-pub use super::load::{load_rollups, load_rollups_paged, rollup_contents, Rollups};
+pub use super::load::{load_rollups, load_rollups_paged, quarter_contents, rollup_contents, Rollups};
 
 #[derive(QueryableByName)]
 struct Active {

@@ -1,4 +1,4 @@
-//! The self-check: recount days and users from the base tables, compare with the rollups, and repair what drifted,
+//! The self-check: recount days, quarter hours and users from the base tables, compare with the rollups, and repair what drifted,
 //! inside the refresh's transaction. Drift comes only from writes the triggers did not see (made with
 //! `session_replication_role = replica`, a restore, a bug); `refresh --verify` checks everything or a range of
 //! days, and the worker checks a rotating sample in the background (`VERIFY_SCHEDULE`).
@@ -29,10 +29,10 @@ pub enum Scope {
 /// One repaired count.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct Repair {
-    /// `day` or `user`.
+    /// `day`, `quarter` (a quarter-hour bucket) or `user`.
     #[diesel(sql_type = Text)]
     pub kind: String,
-    /// The day (`YYYY-MM-DD`) or the user id.
+    /// The day (`YYYY-MM-DD`), the bucket's start (`YYYY-MM-DD HH:MM`) or the user id.
     #[diesel(sql_type = Text)]
     pub key: String,
     /// What the rollup held.
@@ -45,10 +45,10 @@ pub struct Repair {
 
 impl std::fmt::Display for Repair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = if self.kind == "day" {
-            "check-ins"
-        } else {
+        let what = if self.kind == "user" {
             "visits"
+        } else {
+            "check-ins"
         };
         write!(
             f,
@@ -103,6 +103,21 @@ pub fn verify_and_repair(conn: &mut PgConnection, scope: Scope) -> QueryResult<V
     .bind::<Nullable<Date>, _>(to)
     .execute(conn)?;
     diesel::sql_query(
+        "CREATE TEMP TABLE verify_quarters ON COMMIT DROP AS \
+         SELECT coalesce(t.bucket, r.bucket) AS bucket, coalesce(r.checkins, 0)::int8 AS was, \
+                coalesce(t.n, 0)::int8 AS now \
+         FROM (SELECT date_bin('15 minutes', created_at, TIMESTAMP '2000-01-01') AS bucket, count(*) AS n \
+               FROM tokens WHERE used_at IS NOT NULL \
+                 AND ($1::date IS NULL OR (created_at >= $1::date AND created_at < $2::date + 1)) \
+               GROUP BY 1) t \
+         FULL JOIN (SELECT bucket, checkins FROM checkin_quarters_rollup \
+                    WHERE $1::date IS NULL OR (bucket >= $1::date AND bucket < $2::date + 1)) r \
+           ON r.bucket = t.bucket",
+    )
+    .bind::<Nullable<Date>, _>(from)
+    .bind::<Nullable<Date>, _>(to)
+    .execute(conn)?;
+    diesel::sql_query(
         "CREATE TEMP TABLE verify_users ON COMMIT DROP AS \
          WITH scope AS ( \
            SELECT DISTINCT user_id FROM tokens \
@@ -134,6 +149,9 @@ pub fn verify_and_repair(conn: &mut PgConnection, scope: Scope) -> QueryResult<V
     .get_result(conn)?;
     conn.batch_execute(
         "DELETE FROM verify_days WHERE was = now; \
+         DELETE FROM verify_quarters WHERE was = now; \
+         DELETE FROM checkin_quarters_rollup WHERE bucket = ANY (ARRAY(SELECT bucket FROM verify_quarters)); \
+         INSERT INTO checkin_quarters_rollup (bucket, checkins) SELECT bucket, now FROM verify_quarters WHERE now > 0; \
          DELETE FROM verify_users WHERE was = now AND (now = 0 OR was_joined_at IS NOT DISTINCT FROM joined_at); \
          DELETE FROM daily_usage_rollup WHERE day = ANY (ARRAY(SELECT day FROM verify_days)); \
          INSERT INTO daily_usage_rollup (day, checkins) SELECT day, now FROM verify_days WHERE now > 0; \
@@ -143,6 +161,7 @@ pub fn verify_and_repair(conn: &mut PgConnection, scope: Scope) -> QueryResult<V
     )?;
     let repairs = diesel::sql_query(
         "SELECT 'day' AS kind, day::text AS key, was, now FROM verify_days \
+         UNION ALL SELECT 'quarter', to_char(bucket, 'YYYY-MM-DD HH24:MI'), was, now FROM verify_quarters \
          UNION ALL SELECT 'user', user_id::text, was, now FROM verify_users \
          ORDER BY 1, 2",
     )

@@ -75,6 +75,7 @@ fn up_creates_the_base_tables_exactly_as_the_old_scripts() {
         tables(&mut conn),
         [
             "analytics_base_tables_created",
+            "checkin_quarters_rollup",
             "daily_usage_rollup",
             "refresh_runs",
             "refresh_writer",
