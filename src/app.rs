@@ -79,6 +79,10 @@ pub fn start(
                 .is_none()
                 .then(|| config.refresh_schedule.cron().clone()),
         ),
+        zones: http::routes::ZoneSettings {
+            data: config.data_timezone,
+            report: config.report_timezone,
+        },
     });
     let http = tokio::spawn(http::serve(
         listener,

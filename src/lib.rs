@@ -4,6 +4,7 @@
 //! `tokens`/`users` (base tables) -> [`refresh`] (one transaction, run by the [`worker`] on a schedule) ->
 //! rollup tables ([`db`]) -> [`cache`] (rendered and compressed bodies and the [`dashboard`] page, swapped
 //! atomically, on every replica, kept current by the [`follower`]) -> [`http`].
+//! [`formats`] has the reports' other bodies (periods, occupancy, CSV).
 //! [`app`] wires them together for `serve`; [`config`] and [`logging`] are read by all of them; [`metrics`]
 //! branch off the worker and the server.
 //!
@@ -21,6 +22,7 @@ pub mod db;
 #[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod follower;
+pub mod formats;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -274,6 +274,33 @@ impl<E: Entry> Chunked<E> {
         self.subset(picked, filter)
     }
 
+    /// The first `limit` entries with keys `>= lo` as a body, and the last one's key when more follow.
+    pub fn page(&self, lo: i64, limit: usize, filter: &str) -> (Encoded, Option<i64>) {
+        let first = self.chunks.partition_point(|c| c.no < lo >> self.shift);
+        let mut picked: Vec<&[u8]> = self.chunks[first..]
+            .iter()
+            .flat_map(|c| (c.partition_point(|k| k < lo)..c.len()).map(move |i| c.entry(i)))
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = picked.len() > limit;
+        picked.truncate(limit);
+        let next = picked.last().filter(|_| more).and_then(|e| E::parse_key(e));
+        (self.subset(picked.into_iter(), filter).0, next)
+    }
+
+    /// The entry texts with keys in `lo..=hi`, parsed back into rows (what the CSV bodies are written from).
+    pub fn rows_in(&self, lo: i64, hi: i64) -> Vec<E> {
+        self.chunks
+            .iter()
+            .flat_map(|c| {
+                let a = c.partition_point(|k| k < lo);
+                let b = c.partition_point(|k| k <= hi);
+                (a..b.max(a)).map(move |i| c.entry(i))
+            })
+            .filter_map(E::parse)
+            .collect()
+    }
+
     /// The body of the entries with these keys (ascending; absent ones skipped), and how many there are.
     pub fn keys(&self, keys: &[i64], filter: &str) -> (Encoded, usize) {
         let picked = keys.iter().filter_map(|&k| {

@@ -118,8 +118,9 @@ impl Zones {
         let last = day + chrono::Duration::seconds((PER_DAY - 1) * QUARTER_SECS);
         let (u0, u1) = (self.to_utc(day), self.to_utc(last));
         let offset = |u: NaiveDateTime| self.report.offset_from_utc_datetime(&u).fix();
-        (day - u0 == last - u1 && offset(u0) == offset(u1))
-            .then(|| (day - u0) * -1 + chrono::Duration::seconds(i64::from(offset(u0).local_minus_utc())))
+        (day - u0 == last - u1 && offset(u0) == offset(u1)).then(|| {
+            (day - u0) * -1 + chrono::Duration::seconds(i64::from(offset(u0).local_minus_utc()))
+        })
     }
 }
 
@@ -183,13 +184,15 @@ impl Local {
         let (day, hour) = (at.date(), at.hour() as usize);
         let i = match self.days.last() {
             Some((last, _)) if *last == day => self.days.len() - 1,
-            Some((last, _)) if *last > day => match self.days.binary_search_by_key(&day, |(d, _)| *d) {
-                Ok(i) => i,
-                Err(i) => {
-                    self.days.insert(i, (day, [0; 24]));
-                    i
+            Some((last, _)) if *last > day => {
+                match self.days.binary_search_by_key(&day, |(d, _)| *d) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        self.days.insert(i, (day, [0; 24]));
+                        i
+                    }
                 }
-            },
+            }
             _ => {
                 self.days.push((day, [0; 24]));
                 self.days.len() - 1
@@ -201,13 +204,20 @@ impl Local {
     /// The local days in `from..=to` (either bound optional).
     fn within(&self, from: Option<NaiveDate>, to: Option<NaiveDate>) -> &[(NaiveDate, [i64; 24])] {
         let lo = from.map_or(0, |f| self.days.partition_point(|(d, _)| *d < f));
-        let hi = to.map_or(self.days.len(), |t| self.days.partition_point(|(d, _)| *d <= t));
+        let hi = to.map_or(self.days.len(), |t| {
+            self.days.partition_point(|(d, _)| *d <= t)
+        });
         self.days.get(lo..hi.max(lo)).unwrap_or_default()
     }
 
     /// Check-ins per period overlapping `from..=to`, counting only the days inside it (a period is clipped to
     /// the range; its key stays its first day), ascending; periods without check-ins are left out.
-    pub fn periods(&self, g: Granularity, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Vec<(NaiveDate, i64)> {
+    pub fn periods(
+        &self,
+        g: Granularity,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Vec<(NaiveDate, i64)> {
         let mut out: Vec<(NaiveDate, i64)> = Vec::new();
         for (d, hours) in self.within(from, to) {
             let n: i64 = hours.iter().sum();

@@ -17,32 +17,55 @@ fn zones(data: &str, report: &str) -> Zones {
 fn conversions_follow_postgresql() {
     // The values PostgreSQL 15 gives for `(ts AT TIME ZONE data) AT TIME ZONE 'UTC'`.
     let to_utc = zones("America/New_York", "UTC");
-    assert_eq!(to_utc.convert(at("2026-03-08 02:30")), at("2026-03-08 07:30")); // gap
-    assert_eq!(to_utc.convert(at("2026-11-01 01:30")), at("2026-11-01 06:30")); // ambiguous
+    assert_eq!(
+        to_utc.convert(at("2026-03-08 02:30")),
+        at("2026-03-08 07:30")
+    ); // gap
+    assert_eq!(
+        to_utc.convert(at("2026-11-01 01:30")),
+        at("2026-11-01 06:30")
+    ); // ambiguous
     let berlin = zones("Europe/Berlin", "UTC");
-    assert_eq!(berlin.convert(at("2026-03-29 02:30")), at("2026-03-29 01:30"));
-    assert_eq!(berlin.convert(at("2026-10-25 02:30")), at("2026-10-25 01:30"));
+    assert_eq!(
+        berlin.convert(at("2026-03-29 02:30")),
+        at("2026-03-29 01:30")
+    );
+    assert_eq!(
+        berlin.convert(at("2026-10-25 02:30")),
+        at("2026-10-25 01:30")
+    );
     let ny = zones("UTC", "America/New_York");
     assert_eq!(ny.convert(at("2026-03-08 06:45")), at("2026-03-08 01:45"));
     assert_eq!(ny.convert(at("2026-03-08 07:00")), at("2026-03-08 03:00"));
     let kathmandu = zones("UTC", "Asia/Kathmandu");
-    assert_eq!(kathmandu.convert(at("2026-01-01 18:15")), at("2026-01-02 00:00"));
+    assert_eq!(
+        kathmandu.convert(at("2026-01-01 18:15")),
+        at("2026-01-02 00:00")
+    );
 }
 
 #[test]
 fn periods_and_occupancy() {
-    let rows: Vec<QuarterRow> = [("2026-03-01 10:00", 2), ("2026-03-02 10:15", 3), ("2026-03-31 23:45", 4)]
-        .iter()
-        .map(|(t, n)| QuarterRow {
-            bucket: at(t),
-            checkins: *n,
-        })
-        .collect();
+    let rows: Vec<QuarterRow> = [
+        ("2026-03-01 10:00", 2),
+        ("2026-03-02 10:15", 3),
+        ("2026-03-31 23:45", 4),
+    ]
+    .iter()
+    .map(|(t, n)| QuarterRow {
+        bucket: at(t),
+        checkins: *n,
+    })
+    .collect();
     let local = Local::build(&Quarters::from_rows(&rows), zones("UTC", "UTC"));
     let day = |s| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
     assert_eq!(
         local.periods(Granularity::Week, None, None),
-        vec![(day("2026-02-23"), 2), (day("2026-03-02"), 3), (day("2026-03-30"), 4)]
+        vec![
+            (day("2026-02-23"), 2),
+            (day("2026-03-02"), 3),
+            (day("2026-03-30"), 4)
+        ]
     );
     assert_eq!(
         local.periods(Granularity::Month, Some(day("2026-03-02")), None),

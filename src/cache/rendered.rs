@@ -28,7 +28,7 @@ pub struct Rendered {
 }
 
 /// The unquoted tag of some bytes: the first 128 bits of their SHA-256, in hex.
-fn tag_of(bytes: &[u8]) -> String {
+pub fn tag_of(bytes: &[u8]) -> String {
     Sha256::digest(bytes)[..16]
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -201,6 +201,13 @@ pub struct Config {
     /// How often a replica checks for a newer refresh when no notification arrives.
     #[arg(long, env = "FOLLOW_POLL_INTERVAL", default_value = "5s", value_parser = values::duration)]
     pub follow_poll_interval: Duration,
+    /// The time zone the stored `timestamp without time zone` values are in (an IANA name).
+    #[arg(long, env = "DATA_TIMEZONE", default_value = "UTC", value_parser = values::time_zone)]
+    pub data_timezone: chrono_tz::Tz,
+    /// The zone whose local days daily_usage, occupancy and the dashboard count when a request has no tz
+    /// (an IANA name); unset: the stored values' own days, the old service's bytes.
+    #[arg(long, env = "REPORT_TIMEZONE", value_parser = values::time_zone)]
+    pub report_timezone: Option<chrono_tz::Tz>,
     #[command(flatten)]
     pub metrics: MetricsConfig,
 }

@@ -136,6 +136,15 @@ pub fn log_level(value: &str) -> Result<slog::Level, ValueError> {
     }
 }
 
+/// An IANA time zone name (`Europe/Berlin`, `UTC`), as the tz database spells it.
+pub fn time_zone(value: &str) -> Result<chrono_tz::Tz, ValueError> {
+    value.parse().map_err(|_| {
+        ValueError::new(format!(
+            "expected an IANA time zone name such as Europe/Berlin or UTC, got {value:?}"
+        ))
+    })
+}
+
 /// A TCP port number.
 pub fn port(value: &str) -> Result<u16, ValueError> {
     value.parse::<u16>().map_err(|_| {

@@ -104,5 +104,6 @@ pub fn rollup_contents(conn: &mut PgConnection) -> QueryResult<(Vec<DayRow>, Vec
 
 /// The quarter-hour rollup, ascending.
 pub fn quarter_contents(conn: &mut PgConnection) -> QueryResult<Vec<QuarterRow>> {
-    diesel::sql_query("SELECT bucket, checkins FROM checkin_quarters_rollup ORDER BY bucket").load(conn)
+    diesel::sql_query("SELECT bucket, checkins FROM checkin_quarters_rollup ORDER BY bucket")
+        .load(conn)
 }

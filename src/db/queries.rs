@@ -53,25 +53,8 @@ pub struct RunStamp {
 // ---------------------------------------------------------------------------------------------------------------
 // The definition: the old service's queries, run directly on the base tables.
 
-/// Daily usage exactly as the old service computed it, ordered by day.
 #[cfg(feature = "dev-tools")]
-pub fn definition_daily_usage(conn: &mut PgConnection) -> QueryResult<Vec<DayRow>> {
-    diesel::sql_query(
-        "SELECT DATE(created_at) AS day, COUNT(*) AS checkins FROM tokens WHERE used_at IS NOT NULL \
-         GROUP BY DATE(created_at) ORDER BY 1",
-    )
-    .load(conn)
-}
-
-/// User visits exactly as the old service computed it, ordered by user id.
-#[cfg(feature = "dev-tools")]
-pub fn definition_user_visits(conn: &mut PgConnection) -> QueryResult<Vec<UserRow>> {
-    diesel::sql_query(
-        "SELECT t.user_id, u.joined_at, COUNT(*) AS visits FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
-         GROUP BY t.user_id, u.joined_at ORDER BY t.user_id",
-    )
-    .load(conn)
-}
+pub use super::definitions::*;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Schema version.
@@ -310,7 +293,9 @@ pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> 
         .optional()
 }
 
-pub use super::load::{load_rollups, load_rollups_paged, quarter_contents, rollup_contents, Rollups};
+pub use super::load::{
+    load_rollups, load_rollups_paged, quarter_contents, rollup_contents, Rollups,
+};
 
 #[derive(QueryableByName)]
 struct Active {

@@ -41,6 +41,34 @@ pub fn accepts_gzip(accept_encoding: &str) -> bool {
     star.unwrap_or(false)
 }
 
+/// Whether an `Accept` header asks for CSV: `text/csv` with q > 0, at least as high as `application/json`'s when
+/// that is named too. Anything else (a browser's `text/html,...,*/*`, no header) gets JSON, as before.
+pub fn accepts_csv(accept: &str) -> bool {
+    let q_of = |wanted: &str| {
+        accept
+            .split(',')
+            .filter_map(|item| {
+                let mut parts = item.split(';');
+                let media = parts.next()?.trim();
+                media.eq_ignore_ascii_case(wanted).then(|| {
+                    parts
+                        .filter_map(|p| {
+                            p.trim()
+                                .strip_prefix("q=")
+                                .and_then(|v| v.trim().parse::<f32>().ok())
+                        })
+                        .next()
+                        .unwrap_or(1.0)
+                })
+            })
+            .reduce(f32::max)
+    };
+    match (q_of("text/csv"), q_of("application/json")) {
+        (Some(csv), json) => csv > 0.0 && csv >= json.unwrap_or(0.0),
+        (None, _) => false,
+    }
+}
+
 /// `Cache-Control` for data that changes only on the refresh schedule.
 #[derive(Debug)]
 pub struct CachePolicy {
@@ -112,6 +140,22 @@ mod tests {
             ("deflate, gzip ; q=0.5", true),
         ] {
             assert_eq!(accepts_gzip(header), gzip, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn csv_negotiation() {
+        for (header, csv) in [
+            ("text/csv", true),
+            ("TEXT/CSV; q=0.5", true),
+            ("text/csv;q=0", false),
+            ("application/json, text/csv;q=0.9", false),
+            ("text/csv, application/json", true),
+            ("text/html,application/xhtml+xml,*/*;q=0.8", false),
+            ("", false),
+            ("*/*", false),
+        ] {
+            assert_eq!(accepts_csv(header), csv, "{header:?}");
         }
     }
 

@@ -17,6 +17,7 @@ pub mod caching;
 pub mod query;
 pub mod reports;
 pub mod routes;
+pub mod views;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

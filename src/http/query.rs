@@ -1,13 +1,20 @@
 //! The report endpoints' query strings, parsed strictly into filters.
 //!
-//! - `daily_usage`: `from=YYYY-MM-DD` and `to=YYYY-MM-DD`, both inclusive, both optional, each at most once.
-//! - `user_visits`: `user_id=N`, repeatable, and each value may be a comma-separated list.
+//! - `daily_usage`: `from=YYYY-MM-DD` and `to=YYYY-MM-DD`, both inclusive, both optional, each at most once;
+//!   `tz` (an IANA zone), `granularity=day|week|month`, `format=json|csv`.
+//! - `user_visits`: `user_id=N`, repeatable, and each value may be a comma-separated list; or a page,
+//!   `limit=1..10000` and `after=ID`; `format`.
+//! - `occupancy`: `from`, `to`, `tz`, `format`. The dashboard: `tz` and `granularity` (other names are ignored,
+//!   as a page's links may carry anything).
 //!
 //! Anything else (an unknown name, a malformed or repeated value, `from` after `to`) is a [`QueryError`] that
 //! names the parameter and says what is expected; the handler turns it into a 400. Names and values are
 //! percent-decoded (`+` is a space, as in HTML forms); an empty query string means "no filter".
 
 use chrono::NaiveDate;
+use chrono_tz::Tz;
+
+use crate::cache::local::Granularity;
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -76,6 +83,179 @@ impl UserSet {
 /// the default `HTTP_MAX_HEADER_BYTES` (16 KiB), so going over gets this clear 400 rather than a bare 431.
 pub const MAX_USER_IDS: usize = 500;
 
+/// Which endpoint a query string is for: each takes its own parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    DailyUsage,
+    UserVisits,
+    Occupancy,
+    Dashboard,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::DailyUsage => "daily_usage",
+            Endpoint::UserVisits => "user_visits",
+            Endpoint::Occupancy => "occupancy",
+            Endpoint::Dashboard => "the dashboard",
+        }
+    }
+
+    fn accepts(self) -> &'static [&'static str] {
+        match self {
+            Endpoint::DailyUsage => &["from", "to", "tz", "granularity", "format"],
+            Endpoint::UserVisits => &["user_id", "limit", "after", "format"],
+            Endpoint::Occupancy => &["from", "to", "tz", "format"],
+            Endpoint::Dashboard => &["tz", "granularity"],
+        }
+    }
+}
+
+/// A representation asked for by `format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+/// Largest page of `user_visits`, and the page size when only `after` is given.
+pub const MAX_LIMIT: usize = 10_000;
+pub const DEFAULT_LIMIT: usize = 1_000;
+
+/// Everything one query string asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    pub range: DayRange,
+    pub users: UserSet,
+    pub tz: Option<Tz>,
+    pub granularity: Option<Granularity>,
+    pub format: Option<Format>,
+    /// A page of `user_visits`: at most `limit` users with ids above `after` (either given: both set).
+    pub page: Option<(usize, i32)>,
+}
+
+/// Parses the query string of `endpoint` (`None` = no query string).
+pub fn parse(endpoint: Endpoint, query: Option<&str>) -> Result<Params, QueryError> {
+    let mut p = Params::default();
+    let (mut limit, mut after) = (None, None);
+    let mut given = 0usize;
+    let mut seen = BTreeSet::new();
+    for (name, value) in pairs(query.unwrap_or(""))? {
+        if !endpoint.accepts().contains(&name.as_str()) {
+            if endpoint == Endpoint::Dashboard {
+                continue;
+            }
+            let names = endpoint.accepts().join(", ");
+            return Err(QueryError::new(
+                &name,
+                format!("unknown parameter; {} accepts {names}", endpoint.name()),
+            ));
+        }
+        if name != "user_id" && !seen.insert(name.clone()) {
+            return Err(QueryError::new(&name, "given more than once; give it once"));
+        }
+        match name.as_str() {
+            "from" => p.range.from = Some(parse_day(&name, &value)?),
+            "to" => p.range.to = Some(parse_day(&name, &value)?),
+            "tz" => p.tz = Some(parse_zone(&value)?),
+            "granularity" => {
+                p.granularity = Some(match value.as_str() {
+                    "day" => Granularity::Day,
+                    "week" => Granularity::Week,
+                    "month" => Granularity::Month,
+                    _ => {
+                        return Err(QueryError::new(
+                            "granularity",
+                            format!("expected day, week or month, got {value:?}"),
+                        ))
+                    }
+                })
+            }
+            "format" => {
+                p.format = Some(match value.as_str() {
+                    "json" => Format::Json,
+                    "csv" => Format::Csv,
+                    _ => {
+                        return Err(QueryError::new(
+                            "format",
+                            format!("expected json or csv, got {value:?}"),
+                        ))
+                    }
+                })
+            }
+            "limit" => {
+                limit = Some(
+                    value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n) && !value.starts_with('+'))
+                        .ok_or_else(|| {
+                            QueryError::new(
+                                "limit",
+                                format!("expected an integer from 1 to {MAX_LIMIT}, got {value:?}"),
+                            )
+                        })?,
+                )
+            }
+            "after" => {
+                after = Some(
+                    value
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|id| *id >= 0 && !value.starts_with('+'))
+                        .ok_or_else(|| {
+                            QueryError::new(
+                                "after",
+                                format!(
+                                    "expected a user id, an integer from 0 to {}, got {value:?}",
+                                    i32::MAX
+                                ),
+                            )
+                        })?,
+                )
+            }
+            _ => add_user_ids(&mut p.users, &mut given, &value)?,
+        }
+    }
+    check_range(&p.range)?;
+    if limit.is_some() || after.is_some() {
+        if !p.users.is_empty() {
+            let param = if limit.is_some() { "limit" } else { "after" };
+            return Err(QueryError::new(
+                param,
+                "pages through every user; it cannot be combined with user_id",
+            ));
+        }
+        p.page = Some((limit.unwrap_or(DEFAULT_LIMIT), after.unwrap_or(0)));
+    }
+    Ok(p)
+}
+
+/// An IANA time zone name.
+fn parse_zone(value: &str) -> Result<Tz, QueryError> {
+    value.parse().map_err(|_| {
+        QueryError::new(
+            "tz",
+            format!(
+                "unknown time zone {value:?}; expected an IANA name such as Europe/Berlin, America/New_York or UTC"
+            ),
+        )
+    })
+}
+
+fn check_range(range: &DayRange) -> Result<(), QueryError> {
+    if let (Some(from), Some(to)) = (range.from, range.to) {
+        if from > to {
+            return Err(QueryError::new(
+                "from",
+                format!("{from} is after to ({to}); expected from <= to"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Splits `a=1&b=2` into decoded pairs. A pair without `=` has an empty value; empty pieces (`a=1&&b=2`, a
 /// trailing `&`) are skipped.
 fn pairs(query: &str) -> Result<Vec<(String, String)>, QueryError> {
@@ -121,185 +301,35 @@ fn parse_day(param: &str, value: &str) -> Result<NaiveDate, QueryError> {
     })
 }
 
-/// Parses the `daily_usage` query string (`None` = no query string).
-pub fn day_range(query: Option<&str>) -> Result<DayRange, QueryError> {
-    let mut range = DayRange::default();
-    for (name, value) in pairs(query.unwrap_or(""))? {
-        let slot = match name.as_str() {
-            "from" => &mut range.from,
-            "to" => &mut range.to,
-            _ => {
-                return Err(QueryError::new(
-                    &name,
-                    "unknown parameter; daily_usage accepts from=YYYY-MM-DD and to=YYYY-MM-DD",
-                ))
-            }
-        };
-        if slot.is_some() {
-            return Err(QueryError::new(&name, "given more than once; give it once"));
-        }
-        *slot = Some(parse_day(&name, &value)?);
-    }
-    if let (Some(from), Some(to)) = (range.from, range.to) {
-        if from > to {
+/// The user ids of one `user_id` value (a comma-separated list) added to `set`; `given` counts every id sent.
+fn add_user_ids(set: &mut UserSet, given: &mut usize, value: &str) -> Result<(), QueryError> {
+    for item in value.split(',') {
+        // Repeats count: the limit is on what the client sent, as the OpenAPI `maxItems` says.
+        *given += 1;
+        if *given > MAX_USER_IDS {
             return Err(QueryError::new(
-                "from",
-                format!("{from} is after to ({to}); expected from <= to"),
+                "user_id",
+                format!("at most {MAX_USER_IDS} user ids per request"),
             ));
         }
-    }
-    Ok(range)
-}
-
-/// Parses the `user_visits` query string (`None` = no query string).
-pub fn user_set(query: Option<&str>) -> Result<UserSet, QueryError> {
-    let mut set = UserSet::default();
-    let mut given = 0usize;
-    for (name, value) in pairs(query.unwrap_or(""))? {
-        if name != "user_id" {
-            return Err(QueryError::new(
-                &name,
-                "unknown parameter; user_visits accepts user_id=N (repeatable, or comma-separated)",
-            ));
-        }
-        for item in value.split(',') {
-            // Repeats count: the limit is on what the client sent, as the OpenAPI `maxItems` says.
-            given += 1;
-            if given > MAX_USER_IDS {
-                return Err(QueryError::new(
+        let id = item
+            .parse::<i32>()
+            .ok()
+            .filter(|id| *id > 0 && !item.starts_with('+'))
+            .ok_or_else(|| {
+                QueryError::new(
                     "user_id",
-                    format!("at most {MAX_USER_IDS} user ids per request"),
-                ));
-            }
-            let id = item
-                .parse::<i32>()
-                .ok()
-                .filter(|id| *id > 0 && !item.starts_with('+'))
-                .ok_or_else(|| {
-                    QueryError::new(
-                        "user_id",
-                        format!(
-                            "expected a user id, an integer from 1 to {}, got {item:?}",
-                            i32::MAX
-                        ),
-                    )
-                })?;
-            set.ids.insert(id);
-        }
+                    format!(
+                        "expected a user id, an integer from 1 to {}, got {item:?}",
+                        i32::MAX
+                    ),
+                )
+            })?;
+        set.ids.insert(id);
     }
-    Ok(set)
+    Ok(())
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn day(s: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-    }
-
-    #[test]
-    fn day_ranges_parse_and_refuse() {
-        assert!(day_range(None).unwrap().is_empty());
-        assert!(day_range(Some("")).unwrap().is_empty());
-        let r = day_range(Some("from=2023-02-07&to=2023-02-08")).unwrap();
-        assert_eq!(
-            (r.from, r.to),
-            (Some(day("2023-02-07")), Some(day("2023-02-08")))
-        );
-        assert_eq!(day_range(Some("to=2023-02-08")).unwrap().from, None);
-        assert_eq!(
-            day_range(Some("from=2023%2D02%2D07")).unwrap().from,
-            Some(day("2023-02-07"))
-        );
-        for (q, param) in [
-            ("from=2023-2-7", "from"),
-            ("from=2023-02-30", "from"),
-            ("to=", "to"),
-            ("to", "to"),
-            ("from=+2023-02-07", "from"),
-            ("from=2023-02-07&from=2023-02-08", "from"),
-            ("from=2023-02-09&to=2023-02-08", "from"),
-            ("day=2023-02-08", "day"),
-            ("from=%FF", "from"),
-        ] {
-            assert_eq!(day_range(Some(q)).unwrap_err().param, param, "{q}");
-        }
-    }
-
-    #[test]
-    fn user_sets_parse_and_refuse() {
-        let s = user_set(Some("user_id=10,2&user_id=2&user_id=7")).unwrap();
-        assert_eq!(s.ids.into_iter().collect::<Vec<_>>(), vec![2, 7, 10]);
-        assert_eq!(
-            user_set(Some("user_id=3,1,3")).unwrap().canonical(),
-            "user_id=1,3"
-        );
-        for (q, param) in [
-            ("user_id=", "user_id"),
-            ("user_id=0", "user_id"),
-            ("user_id=-1", "user_id"),
-            ("user_id=+1", "user_id"),
-            ("user_id=1,,2", "user_id"),
-            ("user_id=2147483648", "user_id"),
-            ("user_id=x", "user_id"),
-            ("userid=1", "userid"),
-        ] {
-            assert_eq!(user_set(Some(q)).unwrap_err().param, param, "{q}");
-        }
-        let many: Vec<String> = (1..=MAX_USER_IDS + 1).map(|i| i.to_string()).collect();
-        assert!(user_set(Some(&format!("user_id={}", many.join(",")))).is_err());
-        let repeats = vec!["user_id=5"; MAX_USER_IDS + 1].join("&");
-        assert_eq!(user_set(Some(&repeats)).unwrap_err().param, "user_id");
-        assert!(user_set(Some(&vec!["user_id=5"; MAX_USER_IDS].join("&"))).is_ok());
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
-
-        /// Any query string at all: an answer, never a panic, and an error always names a parameter.
-        #[test]
-        fn arbitrary_queries_never_panic(q in "\\PC{0,80}") {
-            for result in [day_range(Some(&q)).err(), user_set(Some(&q)).err()].into_iter().flatten() {
-                prop_assert!(!result.message.is_empty());
-            }
-        }
-
-        /// Query strings built from the grammar's own pieces, including broken ones.
-        #[test]
-        fn grammar_pieces_never_panic(parts in prop::collection::vec(prop::sample::select(vec![
-            "from", "to", "user_id", "x", "%", "%zz", "=", "&", ",", "+", "-", "0", "9", "2023-02-07",
-            "99999", "2147483647", "2147483648", "%2C", "%26"]), 0..12)) {
-            let q = parts.concat();
-            let _ = day_range(Some(&q));
-            let _ = user_set(Some(&q));
-        }
-
-        /// Every valid range round-trips, in either parameter order.
-        #[test]
-        fn valid_ranges_are_accepted(a in 0i64..3_000_000, len in 0i64..5_000, swap in any::<bool>()) {
-            let from = NaiveDate::from_num_days_from_ce_opt(a as i32 + 1).unwrap();
-            let to = from + chrono::Days::new(len as u64);
-            let (f, t) = (from.format("%Y-%m-%d"), to.format("%Y-%m-%d"));
-            let q = if swap { format!("to={t}&from={f}") } else { format!("from={f}&to={t}") };
-            // Years past 9999 do not fit YYYY: refused, and by name.
-            match day_range(Some(&q)) {
-                Ok(r) => prop_assert_eq!((r.from, r.to), (Some(from), Some(to))),
-                Err(e) => prop_assert!(to.format("%Y").to_string().len() != 4 && e.message.contains("YYYY")),
-            }
-        }
-
-        /// Every set of valid ids round-trips, however it is split between repeats and commas.
-        #[test]
-        fn valid_id_sets_are_accepted(ids in prop::collection::vec(1i32..=i32::MAX, 1..20), split in 1usize..5) {
-            let q: Vec<String> = ids
-                .chunks(split)
-                .map(|c| format!("user_id={}", c.iter().map(i32::to_string).collect::<Vec<_>>().join(",")))
-                .collect();
-            let parsed = user_set(Some(&q.join("&"))).unwrap();
-            prop_assert_eq!(parsed.ids, ids.into_iter().collect::<BTreeSet<_>>());
-        }
-    }
-}
+#[path = "query_tests.rs"]
+mod tests;

@@ -8,35 +8,17 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use flate2::Compression;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::body::Body;
-use super::caching::accepts_gzip;
-use super::query::{self, QueryError};
+use super::caching::{accepts_csv, accepts_gzip};
+use super::query::QueryError;
 use super::routes::{error, json, AppState};
-use crate::cache::chunked::{Chunked, Entry};
-use crate::cache::rendered::{gzip, MIN_COMPRESS_BYTES};
-use crate::cache::{Encoded, Rendered, Snapshot};
-use chrono::Datelike;
+use super::views::choose;
+pub use super::views::Report;
 
 type Resp = Response<Body>;
-
-/// What is being served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Report {
-    DailyUsage,
-    UserVisits,
-    Dashboard,
-}
-
-/// The representation chosen for one request.
-struct Chosen {
-    body: Body,
-    etag: String,
-    gzipped: bool,
-}
 
 pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
     let Some(snap) = state.cache.current() else {
@@ -69,7 +51,20 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(accepts_gzip);
-    let chosen = match choose(&snap, report, req.uri().query(), gzip_ok) {
+    let csv_wanted = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(accepts_csv);
+    let chosen = match choose(
+        &snap,
+        state.zones,
+        report,
+        req.uri().query(),
+        gzip_ok,
+        csv_wanted,
+    ) {
         Ok(c) => c,
         Err(e) => return bad_parameter(&e),
     };
@@ -87,6 +82,7 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
         let mut r = Response::new(chosen.body);
         let content_type = match report {
             Report::Dashboard => "text/html; charset=utf-8",
+            _ if chosen.csv => "text/csv; charset=utf-8; header=present",
             _ => "application/json",
         };
         r.headers_mut()
@@ -102,7 +98,15 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
     if let Ok(v) = HeaderValue::from_str(&chosen.etag) {
         headers.insert(header::ETAG, v);
     }
-    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    // The reports come in JSON or CSV by `Accept`, each plain or gzipped; the page only in HTML.
+    let vary = match report {
+        Report::Dashboard => "Accept-Encoding",
+        _ => "Accept, Accept-Encoding",
+    };
+    headers.insert(header::VARY, HeaderValue::from_static(vary));
+    if let Some(v) = chosen.next.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LINK, v);
+    }
     headers.insert(header::CACHE_CONTROL, state.cache_policy.header(now));
     let last_modified = last_modified
         .format("%a, %d %b %Y %H:%M:%S GMT")
@@ -131,100 +135,6 @@ fn page_headers(headers: &mut hyper::HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-}
-
-/// Applies the query's filter and the encoding.
-fn choose(
-    snap: &Snapshot,
-    report: Report,
-    query: Option<&str>,
-    gzip_ok: bool,
-) -> Result<Chosen, QueryError> {
-    let data = &snap.data;
-    match report {
-        Report::Dashboard => Ok(whole(snap.dashboard(), gzip_ok)),
-        Report::DailyUsage => {
-            let range = query::day_range(query)?;
-            let report = &data.daily_usage;
-            if range.is_empty() {
-                return Ok(chunked(report, gzip_ok));
-            }
-            let key = |d: chrono::NaiveDate| i64::from(d.num_days_from_ce());
-            let (subset, n) = report.range(
-                range.from.map_or(i64::MIN, key),
-                range.to.map_or(i64::MAX, key),
-                &range.canonical(),
-            );
-            // A filter that keeps every entry gives the very same bytes: serve the precomputed representation.
-            Ok(if n == report.len() {
-                chunked(report, gzip_ok)
-            } else {
-                encode_subset(subset, gzip_ok)
-            })
-        }
-        Report::UserVisits => {
-            let set = query::user_set(query)?;
-            let report = &data.user_visits;
-            if set.is_empty() {
-                return Ok(chunked(report, gzip_ok));
-            }
-            let keys: Vec<i64> = set.ids.iter().map(|&id| i64::from(id)).collect();
-            let (subset, n) = report.keys(&keys, &set.canonical());
-            Ok(if n == report.len() {
-                chunked(report, gzip_ok)
-            } else {
-                encode_subset(subset, gzip_ok)
-            })
-        }
-    }
-}
-
-/// A whole report, as the parts of its chunks.
-fn chunked<E: Entry>(report: &Chunked<E>, gzip_ok: bool) -> Chosen {
-    match report.gzip_parts().filter(|_| gzip_ok) {
-        Some(parts) => Chosen {
-            body: Body::parts(parts),
-            etag: report.gzip_etag.clone(),
-            gzipped: true,
-        },
-        None => Chosen {
-            body: Body::parts(report.identity_parts()),
-            etag: report.etag.clone(),
-            gzipped: false,
-        },
-    }
-}
-
-fn whole(rendered: &Rendered, gzip_ok: bool) -> Chosen {
-    match (&rendered.gzip, gzip_ok) {
-        (Some(gz), true) => Chosen {
-            body: Body::from(gz.body.clone()),
-            etag: gz.etag.clone(),
-            gzipped: true,
-        },
-        _ => Chosen {
-            body: Body::from(rendered.body.clone()),
-            etag: rendered.etag.clone(),
-            gzipped: false,
-        },
-    }
-}
-
-fn encode_subset(subset: Encoded, gzip_ok: bool) -> Chosen {
-    if gzip_ok && subset.body.len() > MIN_COMPRESS_BYTES {
-        if let Some(gz) = gzip(&subset.body, Compression::fast()) {
-            return Chosen {
-                body: Body::from(Bytes::from(gz)),
-                etag: format!("{}-gzip\"", subset.etag.trim_end_matches('"')),
-                gzipped: true,
-            };
-        }
-    }
-    Chosen {
-        body: Body::from(subset.body),
-        etag: subset.etag,
-        gzipped: false,
-    }
 }
 
 /// A 400 naming the parameter.

@@ -26,6 +26,25 @@ pub struct AppState {
     pub readiness_max_age: Duration,
     /// `Cache-Control` of the reports and the dashboard, from the refresh schedule.
     pub cache_policy: CachePolicy,
+    /// `DATA_TIMEZONE` and `REPORT_TIMEZONE`.
+    pub zones: ZoneSettings,
+}
+
+/// The zone the stored timestamps are in, and the zone a report without `tz` is counted in (`None`: the stored
+/// values' own days, the old service's bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneSettings {
+    pub data: chrono_tz::Tz,
+    pub report: Option<chrono_tz::Tz>,
+}
+
+impl Default for ZoneSettings {
+    fn default() -> Self {
+        ZoneSettings {
+            data: chrono_tz::Tz::UTC,
+            report: None,
+        }
+    }
 }
 
 type Resp = Response<Body>;
@@ -36,6 +55,7 @@ pub enum Route {
     Dashboard,
     DailyUsage,
     UserVisits,
+    Occupancy,
     Health,
     Readiness,
     Metrics,
@@ -43,10 +63,11 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 8] = [
         Route::Dashboard,
         Route::DailyUsage,
         Route::UserVisits,
+        Route::Occupancy,
         Route::Health,
         Route::Readiness,
         Route::Metrics,
@@ -58,6 +79,7 @@ impl Route {
             Route::Dashboard => "/",
             Route::DailyUsage => "/api/reports/daily_usage",
             Route::UserVisits => "/api/reports/user_visits",
+            Route::Occupancy => "/api/reports/occupancy",
             Route::Health => "/health_check",
             Route::Readiness => "/readiness_check",
             Route::Metrics => "/metrics",
@@ -135,6 +157,7 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
         Route::Dashboard => reports::serve(state, &req, Report::Dashboard),
         Route::DailyUsage => reports::serve(state, &req, Report::DailyUsage),
         Route::UserVisits => reports::serve(state, &req, Report::UserVisits),
+        Route::Occupancy => reports::serve(state, &req, Report::Occupancy),
     }
 }
 

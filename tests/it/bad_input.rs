@@ -58,6 +58,7 @@ proptest! {
             metrics: Arc::new(Metrics::new(Publisher::disabled())),
             readiness_max_age: std::time::Duration::from_secs(60),
             cache_policy: coworking_analytics::http::caching::CachePolicy::new(None),
+            zones: Default::default(),
         };
         let req_path = uri.path().to_owned();
         let req = hyper::Request::builder().method(method).uri(uri).body(()).unwrap();

@@ -276,6 +276,11 @@ pub fn assert_rollups_match_definition(conn: &mut PgConnection) {
         queries::definition_user_visits(conn).unwrap(),
         "user visits"
     );
+    assert_eq!(
+        queries::quarter_contents(conn).unwrap(),
+        queries::definition_quarters(conn).unwrap(),
+        "quarter hours"
+    );
 }
 
 /// The sum of `visits` over a user-visits body.

@@ -72,6 +72,7 @@ fn filtered_reports_equal_the_definition_restricted_to_the_filter() {
         metrics: Arc::new(Metrics::new(Publisher::disabled())),
         readiness_max_age: std::time::Duration::from_secs(60),
         cache_policy: CachePolicy::new(None),
+        zones: Default::default(),
     };
     let days = queries::definition_daily_usage(&mut conn).unwrap();
     let users = queries::definition_user_visits(&mut conn).unwrap();
