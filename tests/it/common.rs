@@ -328,3 +328,52 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Calls the router in-process (no socket) and returns status, content-encoding and the decoded body.
+pub fn route(
+    state: &coworking_analytics::http::routes::AppState,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, Vec<u8>) {
+    let (status, headers, body) = route_full(state, uri, headers);
+    let enc = headers
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, enc, body)
+}
+
+/// [`route`] with every response header.
+pub fn route_full(
+    state: &coworking_analytics::http::routes::AppState,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let mut req = hyper::Request::builder().uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = coworking_analytics::http::routes::handle(state, req.body(()).unwrap());
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = futures_body(body);
+    let gzipped = parts
+        .headers
+        .get("content-encoding")
+        .is_some_and(|v| v == "gzip");
+    (
+        status,
+        parts.headers,
+        if gzipped { gunzip(&body) } else { body },
+    )
+}
+
+/// The bytes of a response body.
+pub fn futures_body(body: coworking_analytics::http::body::Body) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(http_body_util::BodyExt::collect(body))
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}

@@ -32,3 +32,4 @@ mod runner;
 mod serving;
 mod shutdown;
 mod verify;
+mod zones;

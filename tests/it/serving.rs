@@ -8,12 +8,11 @@ use coworking_analytics::cache::ReportCache;
 use coworking_analytics::db::queries;
 use coworking_analytics::http::caching::CachePolicy;
 use coworking_analytics::http::query::MAX_USER_IDS;
-use coworking_analytics::http::routes::{handle, AppState, OPENAPI};
+use coworking_analytics::http::routes::{AppState, OPENAPI};
 use coworking_analytics::metrics::{Metrics, Publisher};
 use coworking_analytics::refresh::{self, Mode};
 use coworking_analytics::report;
 use coworking_analytics::seed::{self, SeedParams};
-use http_body_util::BodyExt;
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -28,35 +27,7 @@ const PARAMS: SeedParams = SeedParams {
     seed: 7,
 };
 
-use crate::common::gunzip;
-
-/// Calls the router in-process (no socket) and returns status, content-encoding and the decoded body.
-fn get(state: &AppState, uri: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, Vec<u8>) {
-    let mut req = hyper::Request::builder().uri(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = handle(state, req.body(()).unwrap());
-    let status = resp.status().as_u16();
-    let enc = resp
-        .headers()
-        .get("content-encoding")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = futures_body(resp.into_body());
-    let body = if enc.as_deref() == Some("gzip") {
-        gunzip(&body)
-    } else {
-        body
-    };
-    (status, enc, body)
-}
-
-fn futures_body(body: coworking_analytics::http::body::Body) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(body.collect()).unwrap().to_bytes().to_vec()
-}
+use crate::common::{gunzip, route as get};
 
 /// Every filter, encoded or not, gives exactly the old SQL's rows restricted to the filter, in the old format.
 #[test]
