@@ -47,6 +47,14 @@ fn configuration_errors_exit_2_with_one_line_naming_the_variable() {
         ),
         (vec![base[0], base[1], ("LOG_LEVEL", "loud")], "LOG_LEVEL"),
         (
+            vec![base[0], base[1], ("DATA_TIMEZONE", "Mars/Olympus")],
+            "DATA_TIMEZONE",
+        ),
+        (
+            vec![base[0], base[1], ("REPORT_TIMEZONE", "+05:45")],
+            "REPORT_TIMEZONE",
+        ),
+        (
             vec![base[0], base[1], ("DB_POOL_SIZE", "0")],
             "DB_POOL_SIZE",
         ),

@@ -15,6 +15,7 @@ mod cli;
 mod config;
 mod consistency;
 mod deltas;
+mod formats;
 mod hostile;
 mod http;
 mod incremental;
