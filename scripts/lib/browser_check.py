@@ -8,7 +8,10 @@ Two passes, each with a fresh profile directory and the flags these machines nee
    page, so the DOM itself is checked).
 2. Playwright driving the same binary, at a laptop and at a phone viewport: fails on any console error, page
    error, failed request, HTTP error or request to another origin; checks the figures against the JSON reports
-   and that nothing overflows the phone's width; saves one screenshot per viewport.
+   (totals, the chart's bars and y-axis, the weekday x hour heatmap against /api/reports/occupancy, the week and
+   month views in another zone, reached by clicking the page's own links, against daily_usage with the same
+   granularity and tz) and the operator panel; checks that nothing overflows the phone's width; saves one
+   screenshot per viewport.
 Exits non-zero with every problem listed.
 """
 import json
@@ -56,6 +59,37 @@ def expected_figures(base):
     }
 
 
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def check_heatmap(page, base, name, query=""):
+    """Every cell of the heatmap shows the occupancy report's count for its weekday and hour."""
+    grid = get_json(base + "/api/reports/occupancy" + query)
+    cells = page.evaluate("""() => [...document.querySelectorAll('#heatmap rect')].map(r => [
+        r.dataset.day, +r.dataset.hour, +r.dataset.n, r.querySelector('title').textContent])""")
+    check(len(cells) == 168, f"{name}: heatmap has {len(cells)} cells, expected 168")
+    for day, hour, n, title in cells:
+        if not check(grid[day][hour] == n, f"{name}: heatmap {day} {hour}h shows {n}, occupancy says {grid[day][hour]}"):
+            break
+        check(title.startswith(day) and title.endswith(f": {n} check-ins"), f"{name}: heatmap title {title!r}")
+
+
+def check_bars(page, base, name, query):
+    """The chart's bars are the daily-usage report for the same view, missing periods as zero, and the y axis
+    is labelled from 0 to a top no lower than the tallest bar."""
+    report = get_json(base + "/api/reports/daily_usage?" + query)
+    bars = page.evaluate("""() => [...document.querySelectorAll('#daily-chart rect')].map(r =>
+        [r.dataset.period, +r.dataset.n])""")
+    shown = {p: n for p, n in bars if n}
+    check(shown == {k: v for k, v in report.items() if k in {p for p, _ in bars}} and set(shown) <= set(report),
+          f"{name} ({query}): bars differ from daily_usage")
+    check(bars and bars[-1][0] == max(report), f"{name} ({query}): the last bar is not the newest period")
+    ticks = page.evaluate("() => [...document.querySelectorAll('.yaxis span')].map(s => s.textContent)")
+    top = int(ticks[-1].replace(",", "")) if ticks else -1
+    check(len(ticks) == 5 and ticks[0] == "0" and top >= max(n for _, n in bars),
+          f"{name} ({query}): y-axis ticks {ticks}")
+
+
 def dump_dom_pass(base, want):
     with tempfile.TemporaryDirectory() as profile:
         out = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", base + "/"],
@@ -65,7 +99,10 @@ def dump_dom_pass(base, want):
                  f"stderr: {out.stderr[-500:]}"):
         return
     check("Coworking usage" in dom and 'id="daily-chart"' in dom, "dump-dom: the dashboard did not render")
-    check(dom.count("<rect") == want["bars"], f"dump-dom: {dom.count('<rect')} bars, expected {want['bars']}")
+    chart = dom[dom.find('id="daily-chart"'):]
+    chart = chart[:chart.find("</svg>")]
+    check(chart.count("<rect") == want["bars"], f"dump-dom: {chart.count('<rect')} bars, expected {want['bars']}")
+    check(dom.count("<rect") == want["bars"] + 168, "dump-dom: the heatmap does not have 168 cells")
     for key in ("checkins", "tokens", "members", "days"):
         m = re.search(rf'data-figure="{key}">([^<]*)<', dom)
         check(m and m.group(1) == want[key], f"dump-dom: {key} shows {m and m.group(1)!r}, expected {want[key]!r}")
@@ -102,9 +139,14 @@ def playwright_pass(base, want, shots):
                 check(page.locator("#weekdays tr").count() == 7, f"{name}: weekdays table is not 7 rows")
                 check(page.locator("#visits tr").count() == 7, f"{name}: visits table is not 7 rows")
                 check("Data computed at" in page.locator("#computed-at").inner_text(), f"{name}: no computed-at")
+                check_bars(page, base, name, "")
+                check_heatmap(page, base, name)
+                runs = page.locator("#runs tbody tr").count()
+                age = page.locator("#data-age").get_attribute("data-seconds")
+                check(runs >= 1 and age is not None and int(age) >= 0, f"{name}: operator panel: {runs} runs, age {age}")
                 layout = page.evaluate("""() => ({
                     scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
-                    chart: document.querySelector('#daily-chart').getBoundingClientRect().width,
+                    chart: document.querySelector('#daily .chart').getBoundingClientRect().width,
                     font: parseFloat(getComputedStyle(document.body).fontSize)})""")
                 check(layout["scroll"] <= layout["inner"], f"{name}: page is wider than the screen: {layout}")
                 check(layout["chart"] >= 0.8 * layout["inner"] - 64, f"{name}: chart is narrow: {layout}")
@@ -112,6 +154,18 @@ def playwright_pass(base, want, shots):
                 path = f"{shots}/dashboard-{name}.png"
                 page.screenshot(path=path, full_page=True)
                 print(f"  {name}: {bars} bars, layout {layout}, screenshot {path}")
+                # The page's own links switch the view: a zone, then weeks, then months.
+                zone = "America/New_York"
+                page.click(f'nav a[href="/?tz={zone}"]')
+                page.wait_for_load_state("load")
+                check_heatmap(page, base, f"{name} {zone}", f"?tz={zone}")
+                for g in ("week", "month"):
+                    page.click(f'nav a[href="/?granularity={g}&tz={zone}"]')
+                    page.wait_for_load_state("load")
+                    check(page.locator("#daily").get_attribute("data-granularity") == g, f"{name}: not the {g} view")
+                    check_bars(page, base, name, f"granularity={g}&tz={zone}")
+                if name == "laptop":
+                    page.screenshot(path=f"{shots}/dashboard-{name}-month.png", full_page=True)
                 for s in seen:
                     problems.append(f"{name}: {s}")
                 ctx.close()

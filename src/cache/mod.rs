@@ -8,6 +8,7 @@
 
 mod chunk;
 pub mod chunked;
+mod data;
 pub mod local;
 pub mod rendered;
 
@@ -16,148 +17,18 @@ use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::dashboard::{self, Figures, Visits};
-use crate::db::deltas::{self, Delta};
-use crate::db::queries::{self, DayRow, Rollups, RunStamp, UserRow};
+use crate::dashboard::Visits;
+use crate::db::deltas;
+use crate::db::queries::{self, Rollups, RunStamp};
 use crate::report;
-use chunked::{Chunked, Entry};
+pub use data::ReportData;
 use diesel::pg::PgConnection;
-use local::{Local, Quarters, Zones};
+use local::Quarters;
 pub use rendered::{Encoded, Rendered};
 
-/// The reports of one rollup state (shared by every snapshot of the same data version).
-#[derive(Debug)]
-pub struct ReportData {
-    /// The run that produced these rollup contents.
-    pub data_version: i64,
-    /// When that run committed: the reports' `Last-Modified` (it stays put across runs that change nothing).
-    pub changed_at: DateTime<Utc>,
-    pub daily_usage: Chunked<DayRow>,
-    pub user_visits: Chunked<UserRow>,
-    /// Members per visits count, patched with `user_visits` (the figures' input).
-    pub visits: Visits,
-    /// The dashboard's figures (the page itself also shows the run, so it is rendered per snapshot).
-    pub figures: Figures,
-    /// Check-ins per quarter hour: every time zone's reports come from these.
-    pub quarters: Quarters,
-    /// The zones asked for so far, each as its local days and hours: built by a zone's first request, patched
-    /// along with `quarters` from then on.
-    zones: std::sync::Mutex<std::collections::HashMap<Zones, Arc<Local>>>,
-    /// Bodies derived on request (other zones, periods, occupancy, CSV), by their canonical request, so that a
-    /// repeated request is a lookup: at most [`MEMO_ENTRIES`], dropped with this data.
-    memo: std::sync::Mutex<std::collections::HashMap<String, Arc<Rendered>>>,
-}
-
-/// A poisoned lock still holds a consistent map (every insert is one call): use it.
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Most zones one data version keeps views of (each is 200 bytes per local day).
-const MAX_ZONES: usize = 32;
-/// Most derived bodies one data version keeps.
-const MEMO_ENTRIES: usize = 256;
-
-impl ReportData {
-    fn new(
-        data_version: i64,
-        changed_at: DateTime<Utc>,
-        daily_usage: Chunked<DayRow>,
-        user_visits: Chunked<UserRow>,
-        visits: Visits,
-        quarters: Quarters,
-    ) -> Self {
-        let days: Vec<DayRow> = daily_usage.rows().collect();
-        ReportData {
-            data_version,
-            changed_at,
-            figures: Figures::compute(&days, &visits),
-            daily_usage,
-            user_visits,
-            visits,
-            quarters,
-            zones: Default::default(),
-            memo: Default::default(),
-        }
-    }
-
-    /// The check-ins per local day and hour in `zones.report` (built on first use, then kept).
-    pub fn local(&self, zones: Zones) -> Arc<Local> {
-        if let Some(l) = lock(&self.zones).get(&zones) {
-            return Arc::clone(l);
-        }
-        // Built outside the lock: two first requests may both build; they build the same thing.
-        let built = Arc::new(Local::build(&self.quarters, zones));
-        let mut held = lock(&self.zones);
-        if held.len() < MAX_ZONES {
-            held.insert(zones, Arc::clone(&built));
-        }
-        built
-    }
-
-    /// The body for request `key`, rendered by `render` on the first request and kept for the next ones.
-    pub fn memo(&self, key: &str, render: impl FnOnce() -> Vec<u8>) -> Arc<Rendered> {
-        if let Some(r) = lock(&self.memo).get(key) {
-            return Arc::clone(r);
-        }
-        let rendered = Arc::new(Rendered::new(render()));
-        let mut held = lock(&self.memo);
-        if held.len() < MEMO_ENTRIES {
-            held.insert(key.to_owned(), Arc::clone(&rendered));
-        }
-        rendered
-    }
-
-    /// This data with the logged `changes` applied (in run order), as of run `link`.
-    fn patched(&self, link: &deltas::Link, changes: Vec<Delta>) -> Self {
-        let (mut days, mut users, mut quarters) = (Vec::new(), Vec::new(), Vec::new());
-        for d in changes {
-            if let (Some(bucket), Some(checkins)) = (d.bucket, d.checkins) {
-                quarters.push((local::key(bucket), checkins));
-            } else if let (Some(day), Some(checkins)) = (d.day, d.checkins) {
-                let row = DayRow { day, checkins };
-                days.push((row.key(), (checkins > 0).then_some(row)));
-            } else if let (Some(user_id), Some(visits)) = (d.user_id, d.visits) {
-                let row = UserRow {
-                    user_id,
-                    joined_at: d.joined_at,
-                    visits,
-                };
-                users.push((row.key(), (visits > 0).then_some(row)));
-            }
-        }
-        // The histogram moves from each user's held count to its last logged one.
-        let mut visits = self.visits.clone();
-        let mut last: std::collections::BTreeMap<i64, Option<i64>> = Default::default();
-        for (k, row) in &users {
-            last.insert(*k, row.as_ref().map(|r| r.visits));
-        }
-        for (k, new) in last {
-            visits.apply(self.user_visits.get(k).map(|r| r.visits), new);
-        }
-        let (quarters, diffs) = self.quarters.patch(&quarters);
-        let data = ReportData::new(
-            link.id,
-            link.finished_at,
-            self.daily_usage.patch(days),
-            self.user_visits.patch(users),
-            visits,
-            quarters,
-        );
-        // The zones in use move with their buckets rather than being rebuilt by the next request.
-        let held: Vec<(Zones, Arc<Local>)> = self
-            .zones
-            .lock()
-            .map(|z| z.iter().map(|(k, v)| (*k, Arc::clone(v))).collect())
-            .unwrap_or_default();
-        if let Ok(mut zones) = data.zones.lock() {
-            for (z, l) in held {
-                zones.insert(z, Arc::new(l.patched(&diffs, z)));
-            }
-        }
-        data
-    }
-}
+/// How many runs the dashboard lists, and how often a sync re-reads them when no new run came.
+const RECENT_RUNS: i64 = 8;
+const RECENT_EVERY_MS: i64 = 5_000;
 
 /// One immutable generation of the reports: the data, and the newest run that vouched for it.
 #[derive(Debug)]
@@ -167,9 +38,6 @@ pub struct Snapshot {
     /// When that run committed: the dashboard's `Last-Modified`.
     pub computed_at: DateTime<Utc>,
     pub data: Arc<ReportData>,
-    /// The dashboard page (`GET /`) for this run, rendered by its first request: under a stream of writes most
-    /// snapshots are never asked for the page.
-    dashboard: std::sync::OnceLock<Rendered>,
 }
 
 impl Snapshot {
@@ -211,23 +79,11 @@ impl Snapshot {
         Self::with_data(rollups.run, data)
     }
 
-    /// The dashboard page of this snapshot.
-    pub fn dashboard(&self) -> &Rendered {
-        self.dashboard.get_or_init(|| {
-            Rendered::new(dashboard::render(
-                &self.data.figures,
-                self.computed_at,
-                self.run_id,
-            ))
-        })
-    }
-
     /// A snapshot of `run` over already-rendered data.
     fn with_data(run: RunStamp, data: Arc<ReportData>) -> Self {
         Snapshot {
             run_id: run.id,
             computed_at: run.finished_at,
-            dashboard: std::sync::OnceLock::new(),
             data,
         }
     }
@@ -260,6 +116,9 @@ pub struct ReportCache {
     /// How many syncs patched, and how many times everything was loaded (the benchmark and the tests read them).
     patched: AtomicU64,
     reloaded: AtomicU64,
+    /// The newest rows of the run history (the dashboard's operator panel), and when they were read (ms).
+    recent: arc_swap::ArcSwap<Vec<queries::RunSummary>>,
+    recent_at: AtomicI64,
     /// Held by one sync at a time: the worker after its run and the follower after the notification of that same
     /// run would otherwise both patch, or at start-up both load the whole reports (twice the memory at once).
     syncing: std::sync::Mutex<()>,
@@ -291,6 +150,11 @@ impl ReportCache {
         std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
+    /// The newest rows of the run history, newest first.
+    pub fn recent_runs(&self) -> Arc<Vec<queries::RunSummary>> {
+        self.recent.load_full()
+    }
+
     /// How many syncs applied deltas, and how many loaded everything.
     pub fn syncs(&self) -> (u64, u64) {
         (
@@ -317,6 +181,16 @@ impl ReportCache {
             Some(latest) if latest > self.run_id() => self.catch_up(conn)?,
             _ => Synced::UpToDate,
         };
+        // The history shown on the dashboard: re-read with every new run, and every few seconds for failures
+        // (which notify nobody).
+        let now_ms = horizon.now.timestamp_millis();
+        if synced != Synced::UpToDate
+            || now_ms - self.recent_at.load(Ordering::Relaxed) >= RECENT_EVERY_MS
+        {
+            self.recent
+                .store(Arc::new(queries::recent_runs(conn, RECENT_RUNS)?));
+            self.recent_at.store(now_ms, Ordering::Relaxed);
+        }
         if self.current().is_some() && self.run_id() >= horizon.latest_run.unwrap_or(0) {
             self.confirm(
                 horizon

@@ -7,22 +7,39 @@
 
 pub mod chart;
 pub mod figures;
+pub mod heatmap;
+pub mod panel;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+use crate::db::queries::RunSummary;
+use crate::formats::WEEKDAYS;
 use figures::VISIT_BUCKETS;
 pub use figures::{Figures, Visits};
+pub use panel::View;
 
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+/// Everything one page shows.
+#[derive(Debug, Clone)]
+pub struct Page<'a> {
+    /// The figures of the stored data (totals, weekday averages, tokens per member).
+    pub figures: &'a Figures,
+    /// The snapshot's newest run and when it committed.
+    pub computed_at: DateTime<Utc>,
+    pub run_id: i64,
+    pub view: View,
+    /// The chart: check-ins per period of the view, missing periods zero, oldest first.
+    pub series: Vec<(chrono::NaiveDate, i64)>,
+    /// Check-ins per weekday and hour in the view's zone.
+    pub occupancy: [[i64; 24]; 7],
+    pub runs: &'a [RunSummary],
+    pub age_secs: u64,
+    pub now: DateTime<Utc>,
+    /// `DATA_TIMEZONE` and `REPORT_TIMEZONE`.
+    pub data_zone: Tz,
+    pub report_zone: Option<Tz>,
+}
 
 const STYLE: &str = "\
 :root{color-scheme:light dark;--fg:#1d2430;--muted:#5b6676;--bg:#f6f7f9;--card:#fff;--accent:#2f6fdb;--grid:#e3e6ea}\
@@ -36,7 +53,14 @@ h1{font-size:1.5rem;margin:.2em 0}h2{font-size:1.1rem;margin:0 0 .6em}\
 .totals li,.card{background:var(--card);border-radius:10px;padding:14px;box-shadow:0 1px 2px rgba(0,0,0,.08)}\
 .totals b{display:block;font-size:1.6rem;font-variant-numeric:tabular-nums}\
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:12px;margin-top:12px}\
+.chart{display:flex;gap:6px}.chart>svg{flex:1;min-width:0}\
+.yaxis{position:relative;width:3.2em;height:240px;color:var(--muted);font-size:.8rem;font-variant-numeric:tabular-nums}\
+.yaxis span{position:absolute;right:0;transform:translateY(50%)}\
 #daily-chart{display:block;width:100%;height:240px}\
+#heatmap{display:block;width:100%;max-width:720px;height:auto}#heatmap .lbl{fill:var(--muted);font-size:10px}\
+.legend{display:flex;align-items:center;gap:4px;color:var(--muted);font-size:.85rem;margin-top:6px}\
+.legend i{display:inline-block;width:18px;height:12px}\
+#daily,#occupancy,#operator{margin-top:12px}nav p{margin:.3em 0}nav b{padding:0 .2em}.scroll{overflow-x:auto}th{text-align:left;color:var(--muted);font-weight:500;padding:4px 6px}\
 #daily-chart rect{fill:var(--accent)}#daily-chart .grid{stroke:var(--grid);stroke-width:1;vector-effect:non-scaling-stroke}\
 .axis{display:flex;justify-content:space-between;color:var(--muted);font-size:.85rem}\
 table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}\
@@ -71,8 +95,15 @@ fn bar_row(top: bool, label: &str, pct: f64, value: &str) -> Markup {
     }
 }
 
-/// The whole page. `computed_at` and `run_id` are the snapshot's: when and by which refresh the data was made.
-pub fn render(f: &Figures, computed_at: DateTime<Utc>, run_id: i64) -> Vec<u8> {
+/// The whole page.
+pub fn render(p: &Page<'_>) -> Vec<u8> {
+    let (f, computed_at, run_id) = (p.figures, p.computed_at, p.run_id);
+    let g = p.view.granularity;
+    let zone_name = p.view.zone.map_or_else(
+        || format!("as stored ({})", p.data_zone.name()),
+        |z| z.name().to_owned(),
+    );
+    let occupancy_max = p.occupancy.iter().flatten().copied().max().unwrap_or(0);
     let avg = if f.active_days > 0 {
         f.total_checkins as f64 / f.active_days as f64
     } else {
@@ -116,14 +147,31 @@ pub fn render(f: &Figures, computed_at: DateTime<Utc>, run_id: i64) -> Vec<u8> {
                     li { b { (format!("{avg:.1}")) } "check-ins per active day" }
                     li { b { (thousands(f.median_visits)) } "median tokens per member" }
                 }
-                section class="card" id="daily" {
-                    h2 { "Check-ins per day" }
+                (panel::nav(p.view, p.report_zone, p.data_zone))
+                section class="card" id="daily" data-granularity=(panel::name(g)) {
+                    h2 { "Check-ins per " (panel::name(g)) }
                     p class="muted" {
-                        (f.series.len()) " days shown; busiest day " (busiest) ". Scale 0 to "
-                        (thousands(chart::y_max_label(&f.series))) "."
+                        (p.series.len()) " " (panel::name(g)) "s shown, local time " (zone_name)
+                        "; busiest day (as stored) " (busiest) "."
                     }
-                    (PreEscaped(chart::svg(&f.series)))
-                    div class="axis" { span { (day(f.series.first())) } span { (day(f.series.last())) } }
+                    div class="chart" {
+                        div class="yaxis" aria-hidden="true" {
+                            @for (value, pct) in chart::ticks(&p.series) {
+                                span style=(format!("bottom:{pct:.0}%")) { (thousands(value)) }
+                            }
+                        }
+                        (PreEscaped(chart::svg(&p.series, g)))
+                    }
+                    div class="axis" { span { (day(p.series.first())) } span { (day(p.series.last())) } }
+                }
+                section class="card" id="occupancy" {
+                    h2 { "When people are here" }
+                    p class="muted" { "Check-ins by weekday and hour, local time " (zone_name) "." }
+                    (PreEscaped(heatmap::svg(&p.occupancy)))
+                    div class="legend" {
+                        "0" @for c in heatmap::RAMP { i style=(format!("background:{c}")) {} }
+                        (thousands(occupancy_max)) " per hour"
+                    }
                 }
                 div class="grid2" {
                     section class="card" id="weekdays" {
@@ -158,10 +206,12 @@ pub fn render(f: &Figures, computed_at: DateTime<Utc>, run_id: i64) -> Vec<u8> {
                         }
                     }
                 }
+                (panel::operator(p.runs, p.age_secs, p.now))
                 footer {
                     "The same figures as JSON: "
                     a href="/api/reports/daily_usage" { "daily usage" } ", "
-                    a href="/api/reports/user_visits" { "user visits" } "; "
+                    a href="/api/reports/user_visits" { "user visits" } ", "
+                    a href="/api/reports/occupancy" { "occupancy" } "; "
                     a href="/openapi.json" { "API description" } "."
                 }
             } }
@@ -209,7 +259,25 @@ mod tests {
             visits: 1500,
         }];
         let f = Figures::compute(&days, &Visits::of(&users));
-        let page = String::from_utf8(render(&f, DateTime::<Utc>::UNIX_EPOCH, 7)).unwrap();
+        let mut occupancy = [[0; 24]; 7];
+        occupancy[1][9] = 1234;
+        let page = Page {
+            figures: &f,
+            computed_at: DateTime::<Utc>::UNIX_EPOCH,
+            run_id: 7,
+            view: View::default(),
+            series: f.series.clone(),
+            occupancy,
+            runs: &[],
+            age_secs: 3,
+            now: DateTime::<Utc>::UNIX_EPOCH,
+            data_zone: Tz::UTC,
+            report_zone: None,
+        };
+        let page = String::from_utf8(render(&page)).unwrap();
+        assert!(page.contains("data-day=\"Tuesday\" data-hour=\"9\" data-n=\"1234\""));
+        assert!(page.contains("id=\"data-age\" data-seconds=\"3\""));
+        assert!(page.contains("<a href=\"/?granularity=week\">week</a>"));
         assert!(page.contains("data-figure=\"checkins\">1,234<"));
         assert!(page.contains("data-figure=\"tokens\">1,500<"));
         assert!(page.contains("1970-01-01 00:00:00 UTC</time> by refresh run 7"));

@@ -1,11 +1,12 @@
 //! The database boundary: every SQL statement the service runs outside of `migrations/` is in this module. This
 //! file has the r2d2 connection pool with its per-transaction settings and the embedded migrations; [`queries`]
 //! the reads and the refresh's bookkeeping; [`incremental`] the incremental refresh; [`deltas`] the delta log the
-//! replicas patch from; [`load`] the whole rollups; [`listen`] the follower's `LISTEN` connection; [`verify`] the
+//! replicas patch from; [`load`] the whole rollups; [`bulk`] bulk loading; [`listen`] the follower's `LISTEN` connection; [`verify`] the
 //! self-check; [`definitions`] (dev tools only) the SQL definitions the reports are tested against.
 //!
 //! Diesel is synchronous: callers on the async runtime run these functions inside `spawn_blocking`.
 
+pub mod bulk;
 #[cfg(feature = "dev-tools")]
 pub mod definitions;
 pub mod deltas;

@@ -293,6 +293,42 @@ pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> 
         .optional()
 }
 
+/// One row of the run history, as the dashboard's operator panel shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct RunSummary {
+    pub id: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: String,
+    pub mode: String,
+    pub days_recomputed: i32,
+    pub users_recomputed: i32,
+    pub rows_written: i64,
+    /// Consecutive failed runs the row stands for (1 for a success).
+    pub runs: i32,
+    pub error: Option<String>,
+}
+
+/// The newest `n` rows of the run history, newest first.
+pub fn recent_runs(conn: &mut PgConnection, n: i64) -> QueryResult<Vec<RunSummary>> {
+    refresh_runs::table
+        .order(refresh_runs::id.desc())
+        .limit(n)
+        .select((
+            refresh_runs::id,
+            refresh_runs::started_at,
+            refresh_runs::finished_at,
+            refresh_runs::outcome,
+            refresh_runs::mode,
+            refresh_runs::days_recomputed,
+            refresh_runs::users_recomputed,
+            refresh_runs::rows_written,
+            refresh_runs::runs,
+            refresh_runs::error,
+        ))
+        .load(conn)
+}
+
 pub use super::load::{
     load_rollups, load_rollups_paged, quarter_contents, rollup_contents, Rollups,
 };
@@ -332,50 +368,5 @@ pub fn latest_day_checkins(conn: &mut PgConnection) -> QueryResult<i64> {
     Ok(row.checkins)
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// Loading data (seed, demo).
-
-#[derive(QueryableByName)]
-struct MaxId {
-    #[diesel(sql_type = Integer)]
-    max_id: i32,
-}
-
-/// The highest user id (0 when there are none).
-pub fn max_user_id(conn: &mut PgConnection) -> QueryResult<i32> {
-    let row: MaxId =
-        diesel::sql_query("SELECT coalesce(max(id), 0) AS max_id FROM users").get_result(conn)?;
-    Ok(row.max_id)
-}
-
-/// Moves the users id sequence past ids inserted explicitly.
-pub fn sync_users_id_sequence(conn: &mut PgConnection) -> QueryResult<()> {
-    diesel::sql_query("SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT coalesce(max(id), 1) FROM users))")
-        .execute(conn)?;
-    Ok(())
-}
-
-/// Inside the caller's transaction, before a large load into `tokens`: disables the insert change-capture trigger
-/// and records one full-rebuild change instead. Needs ownership of `tokens`; returns false (capture stays on)
-/// when that is not possible.
-pub fn suspend_token_capture(conn: &mut PgConnection) -> bool {
-    conn.transaction::<_, diesel::result::Error, _>(|conn| {
-        conn.batch_execute(
-            "ALTER TABLE tokens DISABLE TRIGGER rollup_capture_insert; \
-             INSERT INTO rollup_changes (full_rebuild, source) VALUES (true, 'bulk load')",
-        )
-    })
-    .is_ok()
-}
-
-/// Re-enables what [`suspend_token_capture`] disabled (same transaction).
-pub fn resume_token_capture(conn: &mut PgConnection) -> QueryResult<()> {
-    conn.batch_execute("ALTER TABLE tokens ENABLE TRIGGER rollup_capture_insert")
-}
-
-/// Drops and creates database `name` (an identifier chosen by the program, not user input).
-#[cfg(feature = "dev-tools")]
-pub fn recreate_database(conn: &mut PgConnection, name: &str) -> QueryResult<()> {
-    conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
-    conn.batch_execute(&format!("CREATE DATABASE {name}"))
-}
+// Loading data (seed, demo): in `super::bulk`.
+pub use super::bulk::*;

@@ -15,8 +15,8 @@ use super::body::Body;
 use super::caching::{accepts_csv, accepts_gzip};
 use super::query::QueryError;
 use super::routes::{error, json, AppState};
-use super::views::choose;
 pub use super::views::Report;
+use super::views::{choose, Context};
 
 type Resp = Response<Body>;
 
@@ -57,14 +57,14 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(accepts_csv);
-    let chosen = match choose(
-        &snap,
-        state.zones,
-        report,
-        req.uri().query(),
-        gzip_ok,
-        csv_wanted,
-    ) {
+    let now = Utc::now();
+    let runs = state.cache.recent_runs();
+    let ctx = Context {
+        zones: state.zones,
+        runs: &runs,
+        age_secs: state.cache.age(&snap, now).as_secs(),
+    };
+    let chosen = match choose(&snap, ctx, report, req.uri().query(), gzip_ok, csv_wanted) {
         Ok(c) => c,
         Err(e) => return bad_parameter(&e),
     };
@@ -93,7 +93,6 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
         }
         r
     };
-    let now = Utc::now();
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&chosen.etag) {
         headers.insert(header::ETAG, v);
@@ -168,6 +167,7 @@ pub fn not_modified(headers: &hyper::HeaderMap, etag: &str, changed_at: DateTime
 
 pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     if_none_match.split(',').map(str::trim).any(|candidate| {
-        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
+        let weak = |t: &str| t.strip_prefix("W/").unwrap_or(t).to_owned();
+        candidate == "*" || weak(candidate) == weak(etag)
     })
 }

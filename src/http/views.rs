@@ -53,10 +53,19 @@ impl Chosen {
     }
 }
 
+/// What a request is answered with besides the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub zones: ZoneSettings,
+    /// The newest refreshes and the data's age now (the dashboard shows them).
+    pub runs: &'a [crate::db::queries::RunSummary],
+    pub age_secs: u64,
+}
+
 /// Picks the body for `report` with `query`; `csv_wanted` is what `Accept` asks for when `format` is absent.
 pub fn choose(
     snap: &Snapshot,
-    zones: ZoneSettings,
+    ctx: Context<'_>,
     report: Report,
     query: Option<&str>,
     gzip_ok: bool,
@@ -70,6 +79,7 @@ pub fn choose(
         Report::Dashboard => Endpoint::Dashboard,
     };
     let p = query::parse(endpoint, query)?;
+    let zones = ctx.zones;
     let csv = p.format.map_or(csv_wanted, |f| f == Format::Csv) && report != Report::Dashboard;
     let zone = p.tz.or(zones.report);
     let z = Zones {
@@ -82,7 +92,7 @@ pub fn choose(
         c
     };
     Ok(match report {
-        Report::Dashboard => whole(snap.dashboard(), gzip_ok),
+        Report::Dashboard => dashboard(snap, ctx, &p, gzip_ok),
         Report::DailyUsage => {
             let g = p.granularity.unwrap_or_default();
             // The stored values' own days: the old bytes, from the chunked body.
@@ -131,6 +141,68 @@ pub fn choose(
             }),
         },
     })
+}
+
+/// How many periods the dashboard's chart shows at most.
+fn chart_periods(g: Granularity) -> usize {
+    match g {
+        Granularity::Day => crate::dashboard::figures::CHART_MAX_DAYS,
+        Granularity::Week => 156,
+        Granularity::Month => 120,
+    }
+}
+
+/// The dashboard page in the query's view, rendered for this request (it shows the data's age now, and the
+/// newest refreshes).
+fn dashboard(snap: &Snapshot, ctx: Context<'_>, p: &Params, gzip_ok: bool) -> Chosen {
+    let (zones, data) = (ctx.zones, &snap.data);
+    let zone = p.tz.or(zones.report);
+    let g = p.granularity.unwrap_or_default();
+    let z = Zones {
+        data: zones.data,
+        report: zone.unwrap_or(zones.data),
+    };
+    let local = data.local(z);
+    let series = if z.report == z.data && g == Granularity::Day {
+        data.figures.series.clone()
+    } else {
+        crate::dashboard::chart::fill(&local.periods(g, None, None), g, chart_periods(g))
+    };
+    let page = crate::dashboard::Page {
+        figures: &data.figures,
+        computed_at: snap.computed_at,
+        run_id: snap.run_id,
+        view: crate::dashboard::View {
+            zone,
+            granularity: g,
+        },
+        series,
+        occupancy: local.occupancy(None, None),
+        runs: ctx.runs,
+        age_secs: ctx.age_secs,
+        now: chrono::Utc::now(),
+        data_zone: zones.data,
+        report_zone: zones.report,
+    };
+    let body = crate::dashboard::render(&page);
+    // The page shows the data's age at this moment; the rest changes only with the data, the run, the history
+    // and the view. The tag is that of the page without the moment (weak, RFC 9110 8.8.1: the bytes of two
+    // equivalent pages differ in the age), so a browser revalidating an unchanged page gets a 304.
+    let timeless = crate::dashboard::Page {
+        age_secs: 0,
+        now: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+        ..page
+    };
+    let etag = format!("W/\"{}\"", tag_of(&crate::dashboard::render(&timeless)));
+    let mut chosen = encode_subset(
+        Encoded {
+            body: Bytes::from(body),
+            etag,
+        },
+        gzip_ok,
+    );
+    chosen.csv = false;
+    chosen
 }
 
 fn day_key(d: chrono::NaiveDate) -> i64 {

@@ -89,6 +89,16 @@ fn filtered_reports_equal_the_definition_restricted_to_the_filter() {
     });
 }
 
+/// A body without the dashboard's "data age ... at <time>" line, the one part of the page that changes with the
+/// moment it is rendered (its weak ETag leaves it out the same way).
+fn without_the_moment(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    match (text.find("Data age:"), text.find(" UTC.</p>")) {
+        (Some(a), Some(b)) if a < b => format!("{}{}", &text[..a], &text[b..]),
+        _ => text.into_owned(),
+    }
+}
+
 #[tokio::test]
 async fn compression_validators_and_caching_headers_on_a_real_socket() {
     let db = migrated_db();
@@ -113,9 +123,14 @@ async fn compression_validators_and_caching_headers_on_a_real_socket() {
         assert_eq!(plain.header("content-encoding"), None, "{path}");
         assert_eq!(zipped.header("content-encoding"), Some("gzip"), "{path}");
         assert!(zipped.body.len() < plain.body.len(), "{path}");
-        assert_eq!(gunzip(&zipped.body), plain.body, "{path}");
+        assert_eq!(
+            without_the_moment(&gunzip(&zipped.body)),
+            without_the_moment(&plain.body),
+            "{path}"
+        );
+        let vary = if path == "/" { "Accept-Encoding" } else { "Accept, Accept-Encoding" };
         for r in [&plain, &zipped] {
-            assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{path}");
+            assert_eq!(r.header("vary"), Some(vary), "{path}");
             // The data may change any moment (the worker refreshes on captured changes): always revalidate.
             assert_eq!(r.header("cache-control"), Some("no-cache"), "{path}");
         }
@@ -125,7 +140,7 @@ async fn compression_validators_and_caching_headers_on_a_real_socket() {
         let nm = request(app.addr, "GET", path, &[gz[0], ("If-None-Match", tag_zipped)]).await;
         assert_eq!((nm.status, nm.body.len()), (304, 0), "{path}");
         assert_eq!(nm.header("etag"), Some(tag_zipped));
-        assert_eq!(nm.header("vary"), Some("Accept-Encoding"));
+        assert_eq!(nm.header("vary"), Some(vary));
         let nm = request(app.addr, "GET", path, &[("If-None-Match", tag_plain)]).await;
         assert_eq!(nm.status, 304, "{path}");
         let cross = request(app.addr, "GET", path, &[("If-None-Match", tag_plain), gz[0]]).await;
