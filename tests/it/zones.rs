@@ -233,6 +233,29 @@ fn check_everything(state: &AppState, conn: &mut PgConnection, data: &str) {
         }
     }
     assert_eq!(seen, users.iter().map(|u| u.user_id).collect::<Vec<_>>());
+    // The members in CSV, whole and as pages.
+    let row = |u: &queries::UserRow| {
+        let joined = u
+            .joined_at
+            .map(coworking_analytics::report::format_timestamp)
+            .unwrap_or_default();
+        format!("{},{joined},{}\r\n", u.user_id, u.visits)
+    };
+    let all: String = users.iter().map(row).collect();
+    assert_eq!(
+        String::from_utf8(body(state, "/api/reports/user_visits?format=csv")).unwrap(),
+        format!("user_id,joined_at,visits\r\n{all}")
+    );
+    let after = users.first().map_or(0, |u| u.user_id);
+    let rest: String = users.iter().skip(1).take(2).map(row).collect();
+    assert_eq!(
+        String::from_utf8(body(
+            state,
+            &format!("/api/reports/user_visits?after={after}&limit=2&format=csv")
+        ))
+        .unwrap(),
+        format!("user_id,joined_at,visits\r\n{rest}")
+    );
 }
 
 #[test]
