@@ -47,7 +47,7 @@ pub struct DemoArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RefreshArgs {
-    /// Rebuild both rollups from all tokens.
+    /// Rebuild every rollup from all tokens.
     #[arg(long, conflicts_with_all = ["from", "to", "verify"])]
     pub full: bool,
     /// Also recompute every day from this one (YYYY-MM-DD) and every user with a token created since.

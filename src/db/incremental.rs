@@ -3,12 +3,13 @@
 //! Everything here runs inside the refresh's REPEATABLE READ transaction (see `migrations/*_change_capture`
 //! for why that loses nothing). Work sets live in temporary tables dropped at commit.
 //!
-//! Both rollups are maintained by exact deltas recorded by the triggers: +1 per check-in or token added, -1 per
-//! one removed or moved away. A day or user whose count reaches zero loses its row; a user's `joined_at` is
-//! re-read. Recounting instead would read every token of each named day (about 14,000 per day at 10M tokens
+//! The rollups (days, quarter hours, users) are maintained by exact deltas recorded by the triggers: +1 per
+//! check-in or token added, -1 per one removed or moved away. A day, bucket or user whose count reaches zero
+//! loses its row; a user's `joined_at` is re-read. Recounting instead would read every token of each named day (about 14,000 per day at 10M tokens
 //! over two years) and of each named user (thousands for a regular), per refresh; a delta costs one row.
-//! Days and users are recounted from the base tables for a `--from/--to` backfill, and whenever a delta would
-//! make a count negative (which only a write made with the triggers disabled can cause).
+//! Days (with their quarter hours) and users are recounted from the base tables for a `--from/--to` backfill,
+//! and whenever a delta would make a count negative (which only a write made with the triggers disabled can
+//! cause).
 
 use chrono::NaiveDate;
 use diesel::connection::SimpleConnection;

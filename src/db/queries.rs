@@ -134,21 +134,23 @@ struct Total {
     total: i64,
 }
 
-/// Replaces the rollups (days, quarter hours, users) with a recompute from the base tables. DELETE rather than TRUNCATE: readers in other
-/// transactions keep seeing the previous rollups until this transaction commits.
+/// Replaces the rollups (quarter hours, days, users) with a recompute from the base tables. DELETE rather than
+/// TRUNCATE: readers in other transactions keep seeing the previous rollups until this transaction commits. The
+/// days are summed from the quarter hours just written (a few rows per day) rather than by a second pass over
+/// the tokens.
 pub fn recompute_all(conn: &mut PgConnection) -> QueryResult<RecomputeCounts> {
-    diesel::delete(daily_usage_rollup::table).execute(conn)?;
-    let days = diesel::sql_query(
-        "INSERT INTO daily_usage_rollup (day, checkins) \
-         SELECT created_at::date, count(*) FROM tokens WHERE used_at IS NOT NULL GROUP BY 1",
-    )
-    .execute(conn)?;
     conn.batch_execute(
         "DELETE FROM checkin_quarters_rollup; \
          INSERT INTO checkin_quarters_rollup (bucket, checkins) \
          SELECT date_bin('15 minutes', created_at, TIMESTAMP '2000-01-01'), count(*) FROM tokens \
          WHERE used_at IS NOT NULL GROUP BY 1",
     )?;
+    diesel::delete(daily_usage_rollup::table).execute(conn)?;
+    let days = diesel::sql_query(
+        "INSERT INTO daily_usage_rollup (day, checkins) \
+         SELECT bucket::date, sum(checkins)::int8 FROM checkin_quarters_rollup GROUP BY 1",
+    )
+    .execute(conn)?;
     diesel::delete(user_visits_rollup::table).execute(conn)?;
     let users = diesel::sql_query(
         "INSERT INTO user_visits_rollup (user_id, joined_at, visits) \

@@ -246,6 +246,15 @@ fn check_everything(state: &AppState, conn: &mut PgConnection, data: &str) {
         String::from_utf8(body(state, "/api/reports/user_visits?format=csv")).unwrap(),
         format!("user_id,joined_at,visits\r\n{all}")
     );
+    let some: String = users.iter().filter(|u| u.user_id != 2).map(row).collect();
+    assert_eq!(
+        String::from_utf8(body(
+            state,
+            "/api/reports/user_visits?user_id=3,1&format=csv"
+        ))
+        .unwrap(),
+        format!("user_id,joined_at,visits\r\n{some}")
+    );
     let after = users.first().map_or(0, |u| u.user_id);
     let rest: String = users.iter().skip(1).take(2).map(row).collect();
     assert_eq!(
