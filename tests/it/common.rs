@@ -377,3 +377,23 @@ pub fn futures_body(body: coworking_analytics::http::body::Body) -> Vec<u8> {
         .to_bytes()
         .to_vec()
 }
+
+/// The HTTP handlers' state over `cache` with these zones (`DATA_TIMEZONE`, `REPORT_TIMEZONE`), for calling the
+/// router in-process.
+pub fn app_state(
+    cache: &std::sync::Arc<coworking_analytics::cache::ReportCache>,
+    data: &str,
+    report: Option<&str>,
+) -> coworking_analytics::http::routes::AppState {
+    use coworking_analytics::metrics::{Metrics, Publisher};
+    coworking_analytics::http::routes::AppState {
+        cache: std::sync::Arc::clone(cache),
+        metrics: std::sync::Arc::new(Metrics::new(Publisher::disabled())),
+        readiness_max_age: std::time::Duration::from_secs(60),
+        cache_policy: coworking_analytics::http::caching::CachePolicy::new(None),
+        zones: coworking_analytics::http::routes::ZoneSettings {
+            data: data.parse().unwrap(),
+            report: report.map(|z| z.parse().unwrap()),
+        },
+    }
+}

@@ -7,9 +7,7 @@ use crate::common::{self, gunzip, migrated_db, request, wait_for_run, TestApp};
 use chrono::NaiveDate;
 use coworking_analytics::cache::ReportCache;
 use coworking_analytics::db::queries;
-use coworking_analytics::http::caching::CachePolicy;
-use coworking_analytics::http::routes::{AppState, ZoneSettings};
-use coworking_analytics::metrics::{Metrics, Publisher};
+use coworking_analytics::http::routes::AppState;
 use coworking_analytics::refresh::{self, Mode};
 use coworking_analytics::seed::{self, SeedParams};
 use std::sync::Arc;
@@ -171,19 +169,6 @@ async fn csv_pages_and_their_validators_on_a_real_socket() {
     app.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
-fn state(cache: &Arc<ReportCache>, data: &str, report: Option<&str>) -> AppState {
-    AppState {
-        cache: Arc::clone(cache),
-        metrics: Arc::new(Metrics::new(Publisher::disabled())),
-        readiness_max_age: std::time::Duration::from_secs(60),
-        cache_policy: CachePolicy::new(None),
-        zones: ZoneSettings {
-            data: data.parse().unwrap(),
-            report: report.map(|z| z.parse().unwrap()),
-        },
-    }
-}
-
 #[test]
 fn report_timezone_is_the_default_and_the_data_zone_gives_the_old_bytes() {
     let db = migrated_db();
@@ -197,8 +182,8 @@ fn report_timezone_is_the_default_and_the_data_zone_gives_the_old_bytes() {
         assert_eq!(status, 200, "{uri}");
         String::from_utf8(body).unwrap()
     };
-    let plain = state(&cache, "Europe/Berlin", None);
-    let defaulted = state(&cache, "Europe/Berlin", Some("America/New_York"));
+    let plain = common::app_state(&cache, "Europe/Berlin", None);
+    let defaulted = common::app_state(&cache, "Europe/Berlin", Some("America/New_York"));
     let old = String::from_utf8(coworking_analytics::report::render_daily_usage(
         &queries::definition_daily_usage(&mut conn).unwrap(),
     ))

@@ -9,9 +9,7 @@ use crate::common::{self, migrated_db};
 use chrono::NaiveDate;
 use coworking_analytics::cache::ReportCache;
 use coworking_analytics::db::queries::{self, DayRow};
-use coworking_analytics::http::caching::CachePolicy;
-use coworking_analytics::http::routes::{AppState, ZoneSettings};
-use coworking_analytics::metrics::{Metrics, Publisher};
+use coworking_analytics::http::routes::AppState;
 use coworking_analytics::refresh::{self, Mode};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
@@ -98,19 +96,6 @@ fn apply(conn: &mut PgConnection, op: &Op) {
         Op::Refresh => return,
     };
     conn.batch_execute(&sql).unwrap();
-}
-
-fn state(cache: Arc<ReportCache>, data: &str, report: Option<&str>) -> AppState {
-    AppState {
-        cache,
-        metrics: Arc::new(Metrics::new(Publisher::disabled())),
-        readiness_max_age: std::time::Duration::from_secs(60),
-        cache_policy: CachePolicy::new(None),
-        zones: ZoneSettings {
-            data: data.parse().unwrap(),
-            report: report.map(|z| z.parse().unwrap()),
-        },
-    }
 }
 
 fn body(state: &AppState, uri: &str) -> Vec<u8> {
@@ -284,7 +269,7 @@ fn every_zone_period_and_format_equals_postgresql_after_any_writes() {
              (1, 'A', 'B', '2026-01-01'), (2, 'C', 'D', '2026-01-02'), (3, 'E', 'F', '2026-01-03')",
         ).unwrap();
         let follower = Arc::new(ReportCache::new());
-        let st = state(Arc::clone(&follower), data, None);
+        let st = common::app_state(&follower, data, None);
         for op in ops.iter().chain([&Op::Refresh]) {
             apply(&mut conn, op);
             if matches!(op, Op::Refresh) {
