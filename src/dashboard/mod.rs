@@ -57,7 +57,7 @@ h1{font-size:1.5rem;margin:.2em 0}h2{font-size:1.1rem;margin:0 0 .6em}\
 .yaxis{position:relative;width:3.2em;height:240px;color:var(--muted);font-size:.8rem;font-variant-numeric:tabular-nums}\
 .yaxis span{position:absolute;right:0;transform:translateY(50%)}\
 #daily-chart{display:block;width:100%;height:240px}\
-#heatmap{display:block;width:100%;max-width:720px;height:auto}#heatmap .lbl{fill:var(--muted);font-size:10px}\
+#heatmap{display:block;width:100%;min-width:460px;max-width:720px;height:auto}#heatmap .lbl{fill:var(--muted);font-size:10px}\
 .legend{display:flex;align-items:center;gap:4px;color:var(--muted);font-size:.85rem;margin-top:6px}\
 .legend i{display:inline-block;width:18px;height:12px}\
 #daily,#occupancy,#operator{margin-top:12px}nav p{margin:.3em 0}nav b{padding:0 .2em}.scroll{overflow-x:auto}th{text-align:left;color:var(--muted);font-weight:500;padding:4px 6px}\
@@ -167,7 +167,8 @@ pub fn render(p: &Page<'_>) -> Vec<u8> {
                 section class="card" id="occupancy" {
                     h2 { "When people are here" }
                     p class="muted" { "Check-ins by weekday and hour, local time " (zone_name) "." }
-                    (PreEscaped(heatmap::svg(&p.occupancy)))
+                    // At least 460 px wide so the labels stay readable; a phone scrolls it sideways.
+                    div class="scroll" { (PreEscaped(heatmap::svg(&p.occupancy))) }
                     div class="legend" {
                         "0" @for c in heatmap::RAMP { i style=(format!("background:{c}")) {} }
                         (thousands(occupancy_max)) " per hour"
