@@ -23,7 +23,7 @@ pub struct ReportData {
     pub user_visits: Chunked<UserRow>,
     /// Members per visits count, patched with `user_visits` (the figures' input).
     pub visits: Visits,
-    /// The dashboard's figures (the page itself also shows the run, so it is rendered per snapshot).
+    /// The dashboard's figures (the page, which also shows the run and the data's age, is rendered per request).
     pub figures: Figures,
     /// Check-ins per quarter hour: every time zone's reports come from these.
     pub quarters: Quarters,

@@ -1,9 +1,9 @@
 //! The dashboard page served at `GET /`: one self-contained HTML document (inline CSS and SVG, no scripts, no
-//! fonts, no images, no external requests), rendered from the cached rollups whenever the cache takes a new
-//! snapshot, and served like the reports (ETag, gzip).
+//! fonts, no images, no external requests), rendered per request from the cached data (it shows the data's age
+//! at that moment) in the view the query asks for, and served like the reports (ETag, gzip).
 //!
 //! The page is a maud template, which escapes every value it interpolates; only the fixed style sheet and the
-//! chart's SVG (numbers and dates, built in [`chart`]) go in unescaped.
+//! SVGs (numbers, dates and weekday names, built in [`chart`] and [`heatmap`]) go in unescaped.
 
 pub mod chart;
 pub mod figures;

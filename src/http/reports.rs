@@ -1,10 +1,9 @@
-//! Serving the cached reports and the dashboard: filter, pick the encoding, validate, set the caching headers.
+//! Serving the cached reports and the dashboard: the encoding and representation the request asks for, the body
+//! [`super::views`] picks for it, then validation (304) and the headers (`ETag`, `Last-Modified`,
+//! `Cache-Control`, `Vary`, `Link`, the data's age).
 //!
 //! Cost per request: an `Arc` clone of the snapshot, and for the unfiltered bodies a reference-counted copy of
-//! bytes rendered and gzipped once per refresh. A filter copies the selected entries' byte slices (a binary
-//! search per bound or per user id); a filtered body over [`MIN_COMPRESS_BYTES`] is gzipped per request at the
-//! fastest level, since filters are bounded (one entry per day or per named user, at most
-//! [`MAX_USER_IDS`](super::query::MAX_USER_IDS) users) and caching every combination would be unbounded.
+//! bytes rendered and gzipped once per refresh; what the other requests cost is said in [`super::views`].
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
