@@ -79,6 +79,10 @@ async fn sync(pool: &PgPool, cache: &Arc<ReportCache>, notified: bool, log: &Log
     })
     .await;
     match result {
+        Ok(Ok(Synced::Replaced(d))) => {
+            warn!(log, "the database's history changed: everything loaded again"; "detail" => %d,
+                "notified" => notified)
+        }
         Ok(Ok(Synced::Reloaded)) => {
             info!(log, "cache reloaded"; "run_id" => cache.run_id(), "notified" => notified)
         }

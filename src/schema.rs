@@ -30,6 +30,7 @@ diesel::table! {
         runs -> Int4,
         base_version -> Nullable<Int8>,
         delta_rows -> Nullable<Int4>,
+        stamp -> Int8,
     }
 }
 

@@ -37,6 +37,9 @@ pub struct Snapshot {
     pub run_id: i64,
     /// When that run committed: the dashboard's `Last-Modified`.
     pub computed_at: DateTime<Utc>,
+    /// That run's random stamp: which database history this snapshot belongs to (a database that lost its
+    /// newest transactions hands the same run ids out again, with other stamps).
+    pub stamp: i64,
     pub data: Arc<ReportData>,
 }
 
@@ -84,6 +87,7 @@ impl Snapshot {
         Snapshot {
             run_id: run.id,
             computed_at: run.finished_at,
+            stamp: run.stamp,
             data,
         }
     }
@@ -92,6 +96,9 @@ impl Snapshot {
 /// What a [`ReportCache::sync_from`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synced {
+    /// The database no longer has the run this replica served: everything was loaded again from what it holds
+    /// now (or the cache was emptied, when it holds no run at all). The caller logs it at WARN.
+    Replaced(Divergence),
     /// The cache already held the newest run (or there is none yet).
     UpToDate,
     /// Same data, newer run: only the timestamps moved.
@@ -100,6 +107,48 @@ pub enum Synced {
     Patched,
     /// The rollups were read and rendered again (at start, after a rebuild, or across a gap in the log).
     Reloaded,
+}
+
+/// How the database's history differs from the one a replica served: the run it held is missing (a restore to an
+/// earlier point, a promoted standby that lost the tail, another database behind the same address) or is another
+/// run under the same id (reissued by the sequence on the new history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Divergence {
+    /// The run the replica served, and its stamp.
+    pub held_run: i64,
+    pub held_stamp: i64,
+    /// The stamp of the database's run under that id, if it has one.
+    pub found_stamp: Option<i64>,
+    /// The newest successful run of the database, and the run now served (`None`: no data).
+    pub database_run: Option<i64>,
+    pub now_serving: Option<i64>,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.found_stamp {
+            None => write!(
+                f,
+                "the database has no run {} (its newest is {}): it lost transactions (a failover, a restore of \
+                 an earlier backup) or is another database",
+                self.held_run,
+                self.database_run.map_or("none".to_string(), |r| r.to_string())
+            )?,
+            Some(found) => write!(
+                f,
+                "the database's run {} is another run (stamp {found:016x}, served {:016x}): a failover or a \
+                 restore reissued the id",
+                self.held_run, self.held_stamp
+            )?,
+        }
+        match self.now_serving {
+            Some(r) => write!(f, "; now serving run {r}, loaded from the database"),
+            None => write!(
+                f,
+                "; the database holds no successful run: nothing is served until one commits"
+            ),
+        }
+    }
 }
 
 /// Shared by the HTTP handlers (readers) and the loaders (writers).
@@ -116,6 +165,8 @@ pub struct ReportCache {
     /// How many syncs patched, and how many times everything was loaded (the benchmark and the tests read them).
     patched: AtomicU64,
     reloaded: AtomicU64,
+    /// How many syncs found the database on another history ([`Synced::Replaced`]).
+    replaced: AtomicU64,
     /// The newest rows of the run history (the dashboard's operator panel), and when they were read (ms).
     recent: arc_swap::ArcSwap<Vec<queries::RunSummary>>,
     recent_at: AtomicI64,
@@ -176,9 +227,14 @@ impl ReportCache {
     pub fn sync_from(&self, conn: &mut PgConnection) -> diesel::QueryResult<Synced> {
         // A poisoned lock only means a sync panicked; the cache itself is still consistent.
         let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-        let horizon = deltas::horizon(conn)?;
-        let synced = match horizon.latest_run {
-            Some(latest) if latest > self.run_id() => self.catch_up(conn)?,
+        let held = self.current();
+        let horizon = deltas::horizon(conn, held.as_ref().map_or(0, |s| s.run_id))?;
+        let synced = match (&held, horizon.latest_run) {
+            // Every sync first checks that the served run is still the database's: same id, same stamp.
+            (Some(h), _) if horizon.held_stamp != Some(h.stamp) => {
+                self.replace(conn, h, horizon.held_stamp)?
+            }
+            (_, Some(latest)) if latest > self.run_id() => self.catch_up(conn)?,
             _ => Synced::UpToDate,
         };
         // The history shown on the dashboard: re-read with every new run, and every few seconds for failures
@@ -210,18 +266,26 @@ impl ReportCache {
                 let Some(run) = queries::latest_success(conn)? else {
                     return Ok(None);
                 };
+                // The stamp again, in the snapshot the deltas are read from: a delta is never applied to the data
+                // of another history.
+                if let Some(h) = &held {
+                    let found = deltas::run_stamp(conn, h.run_id)?;
+                    if found != Some(h.stamp) {
+                        return Ok(Some((run, Err(found))));
+                    }
+                }
                 let Some(cur) = held
                     .as_ref()
                     .filter(|c| c.data.data_version < run.data_version)
                 else {
-                    return Ok(Some((run, None)));
+                    return Ok(Some((run, Ok(None))));
                 };
                 let from = cur.data.data_version;
                 let links = deltas::changing_runs(conn, from, run.data_version)?;
                 let mut base = from;
                 for l in &links {
                     if l.base_version != Some(base) || l.delta_rows.is_none() {
-                        return Ok(Some((run, None)));
+                        return Ok(Some((run, Ok(None))));
                     }
                     base = l.id;
                 }
@@ -234,12 +298,17 @@ impl ReportCache {
                 let complete = base == run.data_version && rows.len() as i64 == logged;
                 Ok(Some((
                     run,
-                    (complete && !links.is_empty()).then_some((links, rows)),
+                    Ok((complete && !links.is_empty()).then_some((links, rows))),
                 )))
             },
         )?;
         let Some((run, patch)) = found else {
             return Ok(Synced::UpToDate);
+        };
+        let patch = match (patch, &held) {
+            (Ok(p), _) => p,
+            (Err(found), Some(h)) => return self.replace(conn, h, found),
+            (Err(_), None) => None,
         };
         if run.id <= self.run_id() {
             return Ok(Synced::UpToDate);
@@ -269,6 +338,36 @@ impl ReportCache {
             }),
             None => Ok(Synced::UpToDate),
         }
+    }
+
+    /// The database's history is not the one `held` came from: load everything it holds now and store it even
+    /// though its run id may be lower (the only store that may go backwards), or empty the cache when it holds no
+    /// run. The data's completeness starts again from the new data. Runs with the sync lock held.
+    fn replace(
+        &self,
+        conn: &mut PgConnection,
+        held: &Snapshot,
+        found_stamp: Option<i64>,
+    ) -> diesel::QueryResult<Synced> {
+        let loaded = Snapshot::load(conn)?.map(Arc::new);
+        let now_serving = loaded.as_ref().map(|s| s.run_id);
+        self.reloaded.fetch_add(1, Ordering::Relaxed);
+        self.replaced.fetch_add(1, Ordering::Relaxed);
+        self.complete_at.store(0, Ordering::Relaxed);
+        self.current.store(loaded);
+        Ok(Synced::Replaced(Divergence {
+            held_run: held.run_id,
+            held_stamp: held.stamp,
+            found_stamp,
+            database_run: deltas::horizon(conn, 0)?.latest_run,
+            now_serving,
+        }))
+    }
+
+    /// How many times the database's history changed under this replica (a failover that lost transactions, a
+    /// restore): each time everything was loaded again.
+    pub fn history_changes(&self) -> u64 {
+        self.replaced.load(Ordering::Relaxed)
     }
 
     /// Renders `rollups` and swaps them in. Returns whether it stored.

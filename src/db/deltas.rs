@@ -134,13 +134,33 @@ pub struct Horizon {
     pub oldest_pending: Option<DateTime<Utc>>,
     #[diesel(sql_type = Timestamptz)]
     pub now: DateTime<Utc>,
+    /// The stamp of the database's run with the id the replica serves (`None`: no such run).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub held_stamp: Option<i64>,
 }
 
-/// The newest run and the oldest pending change, in one statement (one snapshot).
-pub fn horizon(conn: &mut PgConnection) -> QueryResult<Horizon> {
+/// The newest run, the oldest pending change and the stamp of run `held` (the one a replica serves), in one
+/// statement (one snapshot).
+pub fn horizon(conn: &mut PgConnection, held: i64) -> QueryResult<Horizon> {
     diesel::sql_query(
         "SELECT (SELECT max(id) FROM refresh_runs WHERE outcome = 'success') AS latest_run, \
-                (SELECT min(recorded_at) FROM rollup_changes) AS oldest_pending, now() AS now",
+                (SELECT min(recorded_at) FROM rollup_changes) AS oldest_pending, now() AS now, \
+                (SELECT stamp FROM refresh_runs WHERE id = $1) AS held_stamp",
     )
+    .bind::<BigInt, _>(held)
     .get_result(conn)
+}
+
+/// The stamp of run `id`, if the database has that run.
+pub fn run_stamp(conn: &mut PgConnection, id: i64) -> QueryResult<Option<i64>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        stamp: i64,
+    }
+    let row: Option<Row> = diesel::sql_query("SELECT stamp FROM refresh_runs WHERE id = $1")
+        .bind::<BigInt, _>(id)
+        .get_result(conn)
+        .optional()?;
+    Ok(row.map(|r| r.stamp))
 }

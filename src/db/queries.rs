@@ -48,6 +48,9 @@ pub struct RunStamp {
     pub finished_at: DateTime<Utc>,
     /// The newest run that changed the rollup contents; equal stamps mean equal data.
     pub data_version: i64,
+    /// The run's random stamp (migration 11): which database history the run belongs to, since a database that
+    /// lost its newest transactions hands the same ids out again.
+    pub stamp: i64,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -84,6 +87,25 @@ pub fn applied_migrations(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Locks.
+
+/// The writer's limits for the current transaction only (`SET LOCAL`, so a transaction pooler allows them): the
+/// server ends the session, rolling the transaction back and releasing the writer lock, once it has waited
+/// `idle_limit` for the client's next statement (a frozen or cut-off writer); and the writer shows as
+/// `application_name` (`coworking-analytics writer <host>`) in `pg_stat_activity` while it holds the lock.
+pub fn set_writer_limits(
+    conn: &mut PgConnection,
+    idle_limit: std::time::Duration,
+    host: &str,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, true), \
+                set_config('application_name', $2, true)",
+    )
+    .bind::<Text, _>(idle_limit.as_millis().to_string())
+    .bind::<Text, _>(format!("coworking-analytics writer {host}"))
+    .execute(conn)?;
+    Ok(())
+}
 
 /// Blocks until the transaction-scoped advisory lock `key` is held (released at commit or rollback).
 pub fn advisory_xact_lock(conn: &mut PgConnection, key: i64) -> QueryResult<()> {
@@ -290,6 +312,7 @@ pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> 
             refresh_runs::id,
             refresh_runs::finished_at,
             refresh_runs::data_version,
+            refresh_runs::stamp,
         ))
         .first(conn)
         .optional()

@@ -30,6 +30,11 @@ pub const NOTIFY_CHANNEL: &str = "coworking_rollups_refreshed";
 const KEEP_HISTORY_DAYS: i32 = 30;
 /// Successful incremental runs (the routine ones) are kept this long.
 const KEEP_ROUTINE_DAYS: i32 = 1;
+/// How long the server waits for the writer's next statement inside a refresh transaction before it ends the
+/// session (rolling back, releasing the writer lock): a frozen or cut-off writer stalls the other replicas this
+/// long at most. A refresh sends its statements back to back, and a long statement (a rebuild at 100M check-ins
+/// takes a minute) is not idle time, so only a writer that stopped talking is cut off.
+pub const WRITER_IDLE_LIMIT: Duration = Duration::from_secs(5);
 /// Attempts of one run when the snapshot turns out to predate the previous writer's commit.
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -85,6 +90,20 @@ pub enum Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
+    /// The database ended the writer's session inside its transaction: the writer stopped talking for longer
+    /// than [`WRITER_IDLE_LIMIT`] (a frozen process, a cut-off network) or the server went away. The transaction
+    /// was rolled back: nothing of this run was committed, and another replica carries on.
+    #[error(
+        "refresh abandoned after {elapsed_ms} ms: the database ended this writer's session during its \
+         transaction (idle longer than {}s: a frozen or cut-off writer, or a server restart); nothing was \
+         committed: {source}",
+        WRITER_IDLE_LIMIT.as_secs()
+    )]
+    SessionLost {
+        #[source]
+        source: diesel::result::Error,
+        elapsed_ms: u128,
+    },
     #[error("refresh failed after {elapsed_ms} ms: {source}")]
     Database {
         #[source]
@@ -144,11 +163,27 @@ pub fn run_in(
                 data_version: 0,
             },
         );
-        RefreshError::Database {
-            source,
-            elapsed_ms: clock.elapsed().as_millis(),
+        let elapsed_ms = clock.elapsed().as_millis();
+        if session_lost(&source) {
+            RefreshError::SessionLost { source, elapsed_ms }
+        } else {
+            RefreshError::Database { source, elapsed_ms }
         }
     })
+}
+
+/// Whether `e` says the server ended the session (SQLSTATE 25P03 and the connection closed after it).
+fn session_lost(e: &Error) -> bool {
+    match e {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        Error::DatabaseError(_, info) => {
+            let m = info.message();
+            m.contains("idle-in-transaction")
+                || m.contains("server closed the connection")
+                || m.contains("terminating connection")
+        }
+        _ => false,
+    }
 }
 
 /// One attempt: lock, lease, recompute, record, notify, in one REPEATABLE READ transaction.
@@ -162,6 +197,7 @@ fn attempt_once(
 ) -> diesel::QueryResult<Outcome> {
     // A partitioned tokens: triggers on any new member first, committed before the refresh's snapshot.
     let untriggered_partitions = conn.transaction(|conn| {
+        queries::set_writer_limits(conn, WRITER_IDLE_LIMIT, host)?;
         if !queries::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
             return Ok(Vec::new());
         }
@@ -171,6 +207,7 @@ fn attempt_once(
         if let Some(timeout) = local_timeout {
             queries::set_local_timeouts(conn, timeout)?;
         }
+        queries::set_writer_limits(conn, WRITER_IDLE_LIMIT, host)?;
         if !queries::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
             return Ok(Outcome::Skipped);
         }

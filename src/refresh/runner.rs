@@ -33,6 +33,19 @@ pub enum RunError {
     Refresh(#[from] RefreshError),
 }
 
+/// Whether a message rate-limited by `last` may be logged at INFO now; if so, the next one may only after
+/// [`ROUTINE_INFO_EVERY`].
+fn due(last: &Mutex<Option<Instant>>) -> bool {
+    let Ok(mut at) = last.lock() else {
+        return true;
+    };
+    if at.is_some_and(|t| t.elapsed() < ROUTINE_INFO_EVERY) {
+        return false;
+    }
+    *at = Some(Instant::now());
+    true
+}
+
 /// Runs refreshes and records their outcome. Share it behind an `Arc`.
 pub struct Runner {
     pool: PgPool,
@@ -52,6 +65,9 @@ pub struct Runner {
     /// When a routine run was last logged at INFO, and how many succeeded since.
     routine_logged: Mutex<Option<Instant>>,
     routine_quiet: AtomicU64,
+    /// When a skip was last logged at INFO, and the skips since.
+    skip_logged: Mutex<Option<Instant>>,
+    skipped_quiet: AtomicU64,
 }
 
 /// Days per window of the background verification.
@@ -95,6 +111,8 @@ impl Runner {
             verify_cursor: AtomicU64::new(0),
             routine_logged: Mutex::new(None),
             routine_quiet: AtomicU64::new(0),
+            skip_logged: Mutex::new(None),
+            skipped_quiet: AtomicU64::new(0),
         }
     }
 
@@ -198,9 +216,23 @@ impl Runner {
                 }
             }
             Ok(Outcome::Skipped) => {
+                // Counted every time; logged at INFO at most once a minute (a replica waiting on another
+                // writer tries every REFRESH_CHECK_INTERVAL while changes are pending).
                 self.metrics.record_refresh_skipped();
                 self.failures.store(0, Ordering::Relaxed);
-                info!(self.log, "refresh skipped: another writer holds the lock"; "mode" => mode.as_str());
+                let skipped = self.skipped_quiet.fetch_add(1, Ordering::Relaxed) + 1;
+                if due(&self.skip_logged) {
+                    self.skipped_quiet.store(0, Ordering::Relaxed);
+                    info!(self.log, "refresh skipped: another writer holds the lock";
+                        "mode" => mode.as_str(), "skips_since_last_logged" => skipped);
+                } else {
+                    debug!(self.log, "refresh skipped: another writer holds the lock"; "mode" => mode.as_str());
+                }
+            }
+            Err(RunError::Refresh(e @ RefreshError::SessionLost { .. })) => {
+                self.metrics.record_refresh_failure();
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                warn!(self.log, "refresh abandoned: nothing committed"; "error" => %e, "mode" => mode.as_str());
             }
             Err(e) => {
                 self.metrics.record_refresh_failure();
@@ -219,7 +251,7 @@ impl Runner {
         let outcome = super::run_in(conn, mode, &self.host, self.local_timeout)?;
         trace!(self.log, "refresh transaction ended"; "outcome" => format!("{outcome:?}"));
         if let Some(cache) = &self.cache {
-            cache.sync_from(conn).map_err(DbError::from)?;
+            self.sync_cache(cache, conn)?;
         }
         if let Outcome::Completed(_) = outcome {
             self.publish_figures_if_due(conn);
@@ -227,16 +259,17 @@ impl Runner {
         Ok(outcome)
     }
 
+    /// Brings this replica's cache up to the database's newest run; a changed history is logged here (WARN).
+    fn sync_cache(&self, cache: &ReportCache, conn: &mut PgConnection) -> Result<(), DbError> {
+        if let crate::cache::Synced::Replaced(d) = cache.sync_from(conn)? {
+            warn!(self.log, "the database's history changed: everything loaded again"; "detail" => %d);
+        }
+        Ok(())
+    }
+
     /// Whether a routine run may log at INFO now (then the next one may only in [`ROUTINE_INFO_EVERY`]).
     fn routine_info_due(&self) -> bool {
-        let Ok(mut at) = self.routine_logged.lock() else {
-            return true;
-        };
-        if at.is_some_and(|t| t.elapsed() < ROUTINE_INFO_EVERY) {
-            return false;
-        }
-        *at = Some(Instant::now());
-        true
+        due(&self.routine_logged)
     }
 
     /// The worker's check: one cheap statement, and a run only when a change was captured (`Ok(None)`:
@@ -274,10 +307,10 @@ impl Runner {
             Ok(Some(true)) => self.run_on(Ok(conn), mode).map(Some),
             Ok(Some(false)) if thorough => {
                 let result = match &self.cache {
-                    Some(cache) => cache
-                        .sync_from(&mut conn)
-                        .map(|_| Outcome::Unchanged)
-                        .map_err(|e| RunError::from(DbError::from(e))),
+                    Some(cache) => self
+                        .sync_cache(cache, &mut conn)
+                        .map(|()| Outcome::Unchanged)
+                        .map_err(RunError::from),
                     None => Ok(Outcome::Unchanged),
                 };
                 self.record(mode, &result);

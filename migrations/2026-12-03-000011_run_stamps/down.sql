@@ -1,0 +1,1 @@
+ALTER TABLE refresh_runs DROP COLUMN stamp;
