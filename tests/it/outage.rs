@@ -5,112 +5,26 @@
 //! refresh cut off mid-transaction leaving the rollups as they were.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common;
 use crate::common::{
     add_one_checkin, add_token, add_user, assert_rollups_match_definition, migrated_db,
-    parse_response, RawResponse,
 };
+use crate::process::{get, Service};
 use coworking_analytics::db;
 use coworking_analytics::pgtemp::TempPostgres;
 use coworking_analytics::refresh::{self, Mode};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coworking-analytics");
 /// The longest backoff step of the worker (src/worker.rs MAX_BACKOFF) plus one schedule period.
 const ONE_BACKOFF_STEP: Duration = Duration::from_secs(31);
 
-fn get(port: u16, path: &str) -> Option<RawResponse> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    Some(parse_response(&raw))
-}
-
-struct Service {
-    child: Child,
-    port: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Service {
-    fn start(url: &str) -> Service {
-        let port = common::free_port();
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .env("DATABASE_URL", url)
-            .env("APP_PORT", port.to_string())
-            .env("REFRESH_SCHEDULE", "* * * * * *")
-            .env("READINESS_MAX_AGE", "3s")
-            .env("FOLLOW_POLL_INTERVAL", "1s")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Service { child, port, lines }
-    }
-
-    fn wait_status(&mut self, path: &str, status: u16, limit: Duration) -> Duration {
-        let started = Instant::now();
-        loop {
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "the service exited: {:?}",
-                self.log()
-            );
-            if get(self.port, path).is_some_and(|r| r.status == status) {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < limit,
-                "{path} never answered {status}; log: {:#?}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn count(&self, level: &str, message: &str) -> usize {
-        self.log()
-            .iter()
-            .filter(|l| l.contains(&format!("\"level\":\"{level}\"")) && l.contains(message))
-            .count()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The service's settings in these tests: a refresh every second, readiness after 3 s, a poll every second.
+const ENV: &[(&str, &str)] = &[
+    ("REFRESH_SCHEDULE", "* * * * * *"),
+    ("READINESS_MAX_AGE", "3s"),
+    ("FOLLOW_POLL_INTERVAL", "1s"),
+];
 
 fn seeded_cluster() -> (TempPostgres, String) {
     let pg = TempPostgres::start().unwrap();
@@ -124,7 +38,7 @@ fn seeded_cluster() -> (TempPostgres, String) {
 #[test]
 fn an_outage_keeps_the_cache_serving_and_refreshes_resume_on_their_own() {
     let (mut pg, url) = seeded_cluster();
-    let mut svc = Service::start(&url);
+    let mut svc = Service::start(&url, ENV);
     svc.wait_status("/readiness_check", 200, Duration::from_secs(30));
     let before = get(svc.port, "/api/reports/daily_usage").unwrap();
     assert_eq!(before.text(), "{\"2023-02-01\":1}\n");
@@ -193,7 +107,7 @@ fn an_outage_keeps_the_cache_serving_and_refreshes_resume_on_their_own() {
 fn start_up_with_the_database_down_waits_and_becomes_ready_when_it_returns() {
     let (mut pg, url) = seeded_cluster();
     pg.pause();
-    let mut svc = Service::start(&url);
+    let mut svc = Service::start(&url, ENV);
     svc.wait_status("/health_check", 200, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(get(svc.port, "/readiness_check").unwrap().status, 503);
@@ -308,7 +222,7 @@ fn a_failure_streak_is_one_history_row_with_its_count_and_last_error() {
     );
     holder.batch_execute("ROLLBACK").unwrap();
     // Something to do, so the recovering run is recorded (a run that finds nothing writes nothing).
-    common::add_one_checkin(&mut conn);
+    add_one_checkin(&mut conn);
     refresh::run(&mut conn, Mode::Incremental, "test").unwrap();
     holder
         .batch_execute("BEGIN; LOCK TABLE refresh_writer IN ACCESS EXCLUSIVE MODE")

@@ -7,10 +7,17 @@
 //! down and removes the directory. Directories left by killed runs are swept on the next start.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod faults;
+mod os;
+
+pub use os::spawn_tied;
+use os::{as_user, sweep_stale};
+
+pub use faults::TlsFiles;
 
 const DIR_PREFIX: &str = "coworking-pg-";
 const PORT: u16 = 5432;
@@ -54,6 +61,14 @@ pub struct TempPostgres {
     keeper: Option<std::sync::mpsc::Sender<()>>,
     /// Commits wait for the disk (`fsync`, `synchronous_commit`, `full_page_writes` at their defaults).
     durable: bool,
+    /// The port: of the socket file, and of TCP when [`Self::settings`] listen on an address.
+    port: u16,
+    /// More `-c` settings, after the defaults (a TLS server listens on loopback TCP).
+    settings: Vec<String>,
+    /// pg_hba.conf lines put before the defaults, and files written into the data directory before the start
+    /// (server certificate and key, owner-only), by [`faults`].
+    hba: Vec<String>,
+    files: Vec<(String, Vec<u8>)>,
 }
 
 /// Finds `initdb` and `postgres`: `$PG_BIN_DIR`, the newest `/usr/lib/postgresql/<major>/bin`, then `PATH`.
@@ -121,7 +136,7 @@ impl TempPostgres {
                 "-U",
                 "postgres",
                 "-p",
-                &PORT.to_string(),
+                &self.port.to_string(),
                 "-h",
             ])
             .arg(&self.root)
@@ -159,6 +174,10 @@ impl TempPostgres {
             child: None,
             keeper: None,
             durable,
+            port: PORT,
+            settings: Vec::new(),
+            hba: Vec::new(),
+            files: Vec::new(),
         };
         std::fs::set_permissions(&me.root, std::fs::Permissions::from_mode(0o755))
             .map_err(io("setting permissions"))?;
@@ -201,11 +220,22 @@ impl TempPostgres {
         // everyone else is trusted, over the private socket only.
         let hba = data.join("pg_hba.conf");
         let rules = std::fs::read_to_string(&hba).map_err(io("reading pg_hba.conf"))?;
+        let extra: String = me.hba.iter().map(|l| format!("{l}\n")).collect();
         std::fs::write(
             &hba,
-            format!("local all +password_login scram-sha-256\n{rules}"),
+            format!("local all +password_login scram-sha-256\n{extra}{rules}"),
         )
         .map_err(io("writing pg_hba.conf"))?;
+        for (name, content) in &me.files {
+            let path = data.join(name);
+            std::fs::write(&path, content).map_err(io(format!("writing {name}")))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io("setting permissions"))?;
+            if let Some(u) = &user {
+                nix::unistd::chown(&path, Some(u.uid), Some(u.gid))
+                    .map_err(|e| io(format!("chown of {name}"))(e.into()))?;
+            }
+        }
         me.launch()?;
         Ok(me)
     }
@@ -228,21 +258,20 @@ impl TempPostgres {
             .arg("-k")
             .arg(&me.root)
             .arg("-p")
-            .arg(PORT.to_string());
+            .arg(me.port.to_string());
         let fast = [
             "fsync=off",
             "synchronous_commit=off",
             "full_page_writes=off",
         ];
         let fast: &[&str] = if me.durable { &[] } else { &fast };
-        for setting in [
+        let defaults = [
             "listen_addresses=",
             "max_connections=200",
             "shared_buffers=128MB",
-        ]
-        .iter()
-        .chain(fast)
-        {
+        ];
+        let all = defaults.iter().chain(fast).map(|s| s.to_string());
+        for setting in all.chain(me.settings.iter().cloned()) {
             cmd.arg("-c").arg(setting);
         }
         cmd.stdin(Stdio::null())
@@ -280,8 +309,9 @@ impl TempPostgres {
     /// A libpq connection string for database `dbname` as the superuser `postgres`.
     pub fn url(&self, dbname: &str) -> String {
         format!(
-            "host={} port={PORT} user=postgres dbname={dbname}",
-            self.root.display()
+            "host={} port={} user=postgres dbname={dbname}",
+            self.root.display(),
+            self.port
         )
     }
 
@@ -289,6 +319,11 @@ impl TempPostgres {
     /// to run as root, as PostgreSQL does).
     pub fn command_as_server_user(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         as_user(Command::new(program), &self.user)
+    }
+
+    /// The port of its socket (and of TCP, for a TLS server).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The directory holding the socket, the data and the server log.
@@ -327,82 +362,5 @@ impl TempPostgres {
 impl Drop for TempPostgres {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// Spawns `cmd` with a parent-death signal (SIGQUIT: immediate shutdown) so the server cannot outlive us.
-///
-/// Linux delivers that signal when the *thread* that forked exits, not the process, so the fork happens on a
-/// keeper thread that lives until the returned sender is dropped (or the process dies).
-pub fn spawn_tied(mut cmd: Command) -> std::io::Result<(Child, std::sync::mpsc::Sender<()>)> {
-    // SAFETY: prctl is async-signal-safe; it only sets a flag on the child about to exec.
-    #[expect(
-        unsafe_code,
-        reason = "pre_exec is the only way to set the child's parent-death signal"
-    )]
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGQUIT)
-                .map_err(std::io::Error::from)
-        });
-    }
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let (child_tx, child_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("postgres-keeper".into())
-        .spawn(move || {
-            let spawned = cmd.spawn();
-            let ok = spawned.is_ok();
-            let _ = child_tx.send(spawned);
-            if ok {
-                // Blocks until the owner drops the sender.
-                let _ = stop_rx.recv();
-            }
-        })?;
-    let child = child_rx
-        .recv()
-        .map_err(|_| std::io::Error::other("keeper thread died"))??;
-    Ok((child, stop_tx))
-}
-
-fn as_user(mut cmd: Command, user: &Option<nix::unistd::User>) -> Command {
-    if let Some(u) = user {
-        cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
-        cmd.env("HOME", &u.dir)
-            .env("USER", &u.name)
-            .current_dir("/");
-    }
-    cmd
-}
-
-/// Removes cluster directories whose server is no longer running (left by a killed test run or demo).
-fn sweep_stale() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_ours = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(DIR_PREFIX));
-        if !is_ours {
-            continue;
-        }
-        let pid = std::fs::read_to_string(path.join("data/postmaster.pid"))
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-        let alive = pid
-            .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600));
-        // initdb's bootstrap backends also write postmaster.pid and exit, so a dead pid alone does not mean
-        // abandoned (another process may be initialising that cluster right now): only a directory whose server
-        // is not running and that nobody touched for ten minutes is.
-        if !alive && old {
-            let _ = std::fs::remove_dir_all(&path);
-        }
     }
 }
