@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 const MEMBERS: i32 = 200;
 /// Each replica: the worker checks for changes every 100 ms, the follower polls every second.
-const ENV: &[(&str, &str)] = &[("FOLLOW_POLL_INTERVAL", "1s")];
+pub const ENV: &[(&str, &str)] = &[("FOLLOW_POLL_INTERVAL", "1s")];
 
 /// 200 members and 2,000 check-ins over 2023, refreshed once.
-fn seeded(url: &str) {
+pub fn seeded(url: &str) {
     let mut conn = db::connect(url).unwrap();
     db::migrate(&mut conn).unwrap();
     conn.batch_execute(&format!(
@@ -35,7 +35,7 @@ fn seeded(url: &str) {
 }
 
 /// `n` check-ins, each its own transaction, 50 ms apart (a front desk), numbered from `from`.
-fn check_ins(url: &str, from: i32, n: i32) {
+pub fn check_ins(url: &str, from: i32, n: i32) {
     let mut conn = db::connect(url).unwrap();
     for i in from..from + n {
         conn.batch_execute(&format!(
@@ -50,7 +50,7 @@ fn check_ins(url: &str, from: i32, n: i32) {
 }
 
 /// The old service's bodies of both reports, computed by its SQL on the database at `url` now.
-fn definition(url: &str) -> Option<[Vec<u8>; 2]> {
+pub fn definition(url: &str) -> Option<[Vec<u8>; 2]> {
     let mut conn = db::connect(url).ok()?;
     Some([
         report::render_daily_usage(&queries::definition_daily_usage(&mut conn).ok()?),
@@ -58,11 +58,11 @@ fn definition(url: &str) -> Option<[Vec<u8>; 2]> {
     ])
 }
 
-const PATHS: [&str; 2] = ["/api/reports/daily_usage", "/api/reports/user_visits"];
+pub const PATHS: [&str; 2] = ["/api/reports/daily_usage", "/api/reports/user_visits"];
 
 /// Waits until every replica serves `url`'s old-SQL bytes of both reports; returns how long that took and
 /// those bytes. Panics after `limit`, showing what differed.
-fn all_serve_the_database(
+pub fn all_serve_the_database(
     replicas: &[&Service],
     url: &str,
     limit: Duration,

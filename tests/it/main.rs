@@ -17,6 +17,7 @@ mod consistency;
 mod deltas;
 mod faults;
 mod formats;
+mod frozen_writer;
 mod hostile;
 mod http;
 mod incremental;
