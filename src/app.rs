@@ -98,6 +98,7 @@ pub fn start(
         pool.clone(),
         Arc::clone(&cache),
         config.follow_poll_interval,
+        Arc::clone(&metrics),
         shutdown_rx.clone(),
         log.new(slog::o!("task" => "follower")),
     ));

@@ -16,19 +16,30 @@ use tokio::sync::watch;
 
 use crate::cache::{ReportCache, Synced};
 use crate::db::{self, listen, PgPool};
+use crate::metrics::Metrics;
 use crate::refresh::NOTIFY_CHANNEL;
 
 /// Runs until `shutdown` turns true. `listen_on` is the connection for LISTEN; without one (behind a transaction
-/// pooler, with no direct connection given) the follower only polls.
+/// pooler, with no direct connection given) the follower only polls. Whether it listens is the metric
+/// `follower_listening`; each time it stops or cannot start listening it logs one WARN with the reason, and
+/// one INFO when it listens again.
 pub async fn run(
     listen_on: Option<String>,
     pool: PgPool,
     cache: Arc<ReportCache>,
     poll_interval: Duration,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
     log: Logger,
 ) {
     let mut listener: Option<listen::Listener> = None;
+    metrics.set_follower_listening(false);
+    // Whether the current spell without a listener has been logged (one WARN per spell, not one per retry).
+    let mut warned = false;
+    if listen_on.is_none() {
+        warn!(log, "not listening for refresh notifications: DB_POOL_MODE=transaction and no DB_LISTEN_URL; \
+            polling"; "poll_interval_ms" => poll_interval.as_millis() as u64);
+    }
     let mut poll = tokio::time::interval(poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -46,14 +57,25 @@ pub async fn run(
                 let down = listener.as_ref().is_none_or(listen::Listener::is_closed);
                 if let (true, Some(conn_str)) = (down, &listen_on) {
                     if listener.take().is_some() {
-                        warn!(log, "listening connection failed; polling until it is back");
+                        metrics.set_follower_listening(false);
+                        warn!(log, "listening connection lost; polling until it is back";
+                            "poll_interval_ms" => poll_interval.as_millis() as u64);
+                        warned = true;
                     }
                     match listen::listen(conn_str, NOTIFY_CHANNEL).await {
                         Ok(l) => {
-                            debug!(log, "listening for refresh notifications");
+                            info!(log, "listening for refresh notifications");
+                            metrics.set_follower_listening(true);
                             listener = Some(l);
+                            warned = false;
                         }
-                        Err(e) => debug!(log, "cannot listen for refresh notifications; polling"; "error" => %e),
+                        Err(e) if !warned => {
+                            warn!(log, "cannot listen for refresh notifications; polling";
+                                "error" => listen::describe(&e),
+                                "poll_interval_ms" => poll_interval.as_millis() as u64);
+                            warned = true;
+                        }
+                        Err(e) => debug!(log, "still cannot listen"; "error" => listen::describe(&e)),
                     }
                 }
                 false

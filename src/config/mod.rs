@@ -14,7 +14,7 @@ pub mod values;
 
 use clap::{Args, CommandFactory, Parser};
 use conninfo::conninfo_quote;
-pub use conninfo::{redact, with_dbname};
+pub use conninfo::{redact, split_tls, with_dbname, TlsSettings};
 use std::time::Duration;
 pub use values::{Schedule, Secret};
 

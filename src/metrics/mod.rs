@@ -86,6 +86,7 @@ pub struct Metrics {
     http_seconds: Family<HttpLabels, Histogram>,
     missed_ticks: Counter,
     drift_repaired: Counter,
+    follower_listening: Gauge,
     publisher: Publisher,
 }
 
@@ -160,6 +161,13 @@ impl Metrics {
             "Rollup counts a verification found wrong and repaired (writes the triggers did not see)",
             drift_repaired.clone(),
         );
+        let follower_listening = Gauge::default();
+        registry.register(
+            "follower_listening",
+            "1 while this replica listens for refresh notifications (changes served in about 0.3 s), 0 while it \
+             only polls (FOLLOW_POLL_INTERVAL)",
+            follower_listening.clone(),
+        );
         registry.register(
             "metrics_dropped",
             "Datums the CloudWatch/EMF sink dropped",
@@ -178,6 +186,7 @@ impl Metrics {
             http_seconds,
             missed_ticks,
             drift_repaired,
+            follower_listening,
             publisher,
         }
     }
@@ -285,6 +294,16 @@ impl Metrics {
         self.http_seconds
             .get_or_create(&HttpLabels { route, status })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Whether the follower listens for notifications now.
+    pub fn set_follower_listening(&self, listening: bool) {
+        self.follower_listening.set(i64::from(listening));
+    }
+
+    /// Whether the follower listens for notifications now.
+    pub fn follower_listening(&self) -> bool {
+        self.follower_listening.get() == 1
     }
 
     /// Sets the data age gauge without publishing (at scrape time).

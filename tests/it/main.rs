@@ -35,5 +35,6 @@ mod reports;
 mod runner;
 mod serving;
 mod shutdown;
+mod tls;
 mod verify;
 mod zones;
