@@ -66,6 +66,8 @@ pub fn start(
     let cache = Arc::new(ReportCache::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (metrics, sink) = start_metrics(config, &cache, &shutdown_rx, &log);
+    let served = Arc::clone(&metrics);
+    cache.on_served(move |lag| served.record_commit_to_served(lag));
 
     let state = Arc::new(AppState {
         cache: Arc::clone(&cache),

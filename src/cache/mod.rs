@@ -151,6 +151,16 @@ impl std::fmt::Display for Divergence {
     }
 }
 
+/// The function told each commit -> served delay (the metrics, wired by the app).
+#[derive(Default)]
+struct ServedObserver(std::sync::OnceLock<Box<dyn Fn(std::time::Duration) + Send + Sync>>);
+
+impl std::fmt::Debug for ServedObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServedObserver")
+    }
+}
+
 /// Shared by the HTTP handlers (readers) and the loaders (writers).
 ///
 /// Besides the snapshot it keeps `complete_at` (milliseconds since the epoch): the time up to which the served
@@ -170,6 +180,8 @@ pub struct ReportCache {
     /// The newest rows of the run history (the dashboard's operator panel), and when they were read (ms).
     recent: arc_swap::ArcSwap<Vec<queries::RunSummary>>,
     recent_at: AtomicI64,
+    /// Told how long each newly served run took from its commit to being served here ([`ReportCache::on_served`]).
+    served: ServedObserver,
     /// Held by one sync at a time: the worker after its run and the follower after the notification of that same
     /// run would otherwise both patch, or at start-up both load the whole reports (twice the memory at once).
     syncing: std::sync::Mutex<()>,
@@ -201,6 +213,14 @@ impl ReportCache {
         std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
+    /// Calls `observe` with the time from a run's commit to the moment this replica serves it, for every run it
+    /// takes up (patched, reloaded, or only vouching for the held data). Measured on the database's clock (the
+    /// run's `finished_at`, set just before its commit, against the sync's `now()`) plus this process's own
+    /// elapsed time since, so clock skew between hosts does not enter. Set once; later calls are ignored.
+    pub fn on_served(&self, observe: impl Fn(std::time::Duration) + Send + Sync + 'static) {
+        let _ = self.served.0.set(Box::new(observe));
+    }
+
     /// The newest rows of the run history, newest first.
     pub fn recent_runs(&self) -> Arc<Vec<queries::RunSummary>> {
         self.recent.load_full()
@@ -229,6 +249,7 @@ impl ReportCache {
         let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         let held = self.current();
         let horizon = deltas::horizon(conn, held.as_ref().map_or(0, |s| s.run_id))?;
+        let horizon_read = std::time::Instant::now();
         let synced = match (&held, horizon.latest_run) {
             // Every sync first checks that the served run is still the database's: same id, same stamp.
             (Some(h), _) if horizon.held_stamp != Some(h.stamp) => {
@@ -237,6 +258,13 @@ impl ReportCache {
             (_, Some(latest)) if latest > self.run_id() => self.catch_up(conn)?,
             _ => Synced::UpToDate,
         };
+        // Runs taken up after others; not the first load of a process, nor a changed history (old runs).
+        let took_up = held.is_some()
+            && matches!(synced, Synced::Patched | Synced::Touched | Synced::Reloaded);
+        if let (true, Some(observe), Some(now)) = (took_up, self.served.0.get(), self.current()) {
+            let behind = (horizon.now - now.computed_at).to_std().unwrap_or_default();
+            observe(behind + horizon_read.elapsed());
+        }
         // The history shown on the dashboard: re-read with every new run, and every few seconds for failures
         // (which notify nobody).
         let now_ms = horizon.now.timestamp_millis();

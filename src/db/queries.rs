@@ -294,12 +294,18 @@ pub fn prune_runs(
     .execute(conn)
 }
 
-/// Tells listening replicas that run `run_id` committed (delivered only if the transaction commits).
+/// Tells listening replicas that run `run_id` committed (delivered only if the transaction commits), as the
+/// run's last statement: it also sets the run's `finished_at` to the database's clock now, a moment before the
+/// commit, from which every replica measures how long the run took to be served (on the same clock).
 pub fn notify_refreshed(conn: &mut PgConnection, channel: &str, run_id: i64) -> QueryResult<()> {
-    diesel::sql_query("SELECT pg_notify($1, $2)")
-        .bind::<Text, _>(channel)
-        .bind::<Text, _>(run_id.to_string())
-        .execute(conn)?;
+    diesel::sql_query(
+        "WITH stamped AS (UPDATE refresh_runs SET finished_at = greatest(finished_at, clock_timestamp()) \
+                          WHERE id = $2::int8 RETURNING id) \
+         SELECT pg_notify($1, (SELECT id FROM stamped)::text)",
+    )
+    .bind::<Text, _>(channel)
+    .bind::<Text, _>(run_id.to_string())
+    .execute(conn)?;
     Ok(())
 }
 

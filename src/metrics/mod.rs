@@ -58,6 +58,7 @@ pub const PUBLISHED: &[(&str, Unit)] = &[
     ("ActiveUsers7d", Unit::Count),
     ("ActiveUsers30d", Unit::Count),
     ("RollupDriftRepaired", Unit::Count),
+    ("CommitToServed", Unit::Milliseconds),
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +88,7 @@ pub struct Metrics {
     missed_ticks: Counter,
     drift_repaired: Counter,
     follower_listening: Gauge,
+    commit_to_served: Histogram,
     publisher: Publisher,
 }
 
@@ -168,6 +170,12 @@ impl Metrics {
              only polls (FOLLOW_POLL_INTERVAL)",
             follower_listening.clone(),
         );
+        let commit_to_served = Histogram::new(exponential_buckets(0.01, 2.0, 13));
+        registry.register(
+            "commit_to_served_seconds",
+            "Time from a refresh's commit to this replica serving it, for every run it takes up",
+            commit_to_served.clone(),
+        );
         registry.register(
             "metrics_dropped",
             "Datums the CloudWatch/EMF sink dropped",
@@ -187,6 +195,7 @@ impl Metrics {
             missed_ticks,
             drift_repaired,
             follower_listening,
+            commit_to_served,
             publisher,
         }
     }
@@ -294,6 +303,16 @@ impl Metrics {
         self.http_seconds
             .get_or_create(&HttpLabels { route, status })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A run took `lag` from its commit to being served by this replica.
+    pub fn record_commit_to_served(&self, lag: Duration) {
+        self.commit_to_served.observe(lag.as_secs_f64());
+        self.publish(
+            "CommitToServed",
+            Unit::Milliseconds,
+            lag.as_secs_f64() * 1000.0,
+        );
     }
 
     /// Whether the follower listens for notifications now.

@@ -213,7 +213,14 @@ async fn dashboard_and_alarm_files_use_published_metrics_and_apply() {
         .send()
         .await
         .unwrap();
-    for file in ["alarm-stale-data.json", "alarm-refresh-failures.json"] {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.starts_with("alarm-") && f.ends_with(".json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for file in &files {
         let a: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(format!("{dir}/{file}")).unwrap())
                 .unwrap();
@@ -239,7 +246,8 @@ async fn dashboard_and_alarm_files_use_published_metrics_and_apply() {
                     .value(d["Value"].as_str().unwrap())
                     .build(),
             )
-            .statistic(a["Statistic"].as_str().unwrap().into())
+            .set_statistic(a["Statistic"].as_str().map(Into::into))
+            .set_extended_statistic(a["ExtendedStatistic"].as_str().map(Into::into))
             .period(a["Period"].as_i64().unwrap() as i32)
             .evaluation_periods(a["EvaluationPeriods"].as_i64().unwrap() as i32)
             .threshold(a["Threshold"].as_f64().unwrap())
@@ -263,5 +271,5 @@ async fn dashboard_and_alarm_files_use_published_metrics_and_apply() {
         .send()
         .await
         .unwrap();
-    assert_eq!(alarms.metric_alarms().len(), 2);
+    assert_eq!(alarms.metric_alarms().len(), files.len());
 }

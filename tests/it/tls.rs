@@ -175,6 +175,12 @@ fn notified(setup: &Setup, url: &str, from: i32) {
     .unwrap();
     let (took, _) = all_serve_the_database(&[&reader], &socket, Duration::from_secs(3));
     eprintln!("verified TLS: a refresh reached the reader in {took:?}");
+    let metrics = get(reader.port, "/metrics").unwrap().text();
+    let served = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("coworking_commit_to_served_seconds_count "))
+        .unwrap_or_else(|| panic!("no commit -> served histogram: {metrics}"));
+    assert_eq!(served, "1", "one run taken up since the start: {metrics}");
     assert!(
         reader.log().iter().all(|l| !l.contains(PASSWORD)),
         "a password in the log"
