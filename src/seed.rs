@@ -205,6 +205,9 @@ fn io_error(e: std::io::Error) -> diesel::result::Error {
 /// Loads the data into the database with COPY, after any users already there. Shows progress on a terminal.
 /// Returns (users, tokens) inserted.
 pub fn load(conn: &mut PgConnection, params: SeedParams) -> QueryResult<(usize, usize)> {
+    if crate::db::bulk::behind_pgpool(conn) {
+        return load_by_inserts(conn, params);
+    }
     conn.transaction(|conn| {
         let offset = queries::max_user_id(conn)?;
         let n_users = diesel::copy_from(users::table)
@@ -261,6 +264,56 @@ pub fn load(conn: &mut PgConnection, params: SeedParams) -> QueryResult<(usize, 
                 },
             )
             .execute(conn)?;
+        if suspended {
+            queries::resume_token_capture(conn)?;
+        }
+        Ok((n_users, n_tokens))
+    })
+}
+
+/// Rows per INSERT when COPY cannot be used (4 parameters a row, under PostgreSQL's 65,535).
+const INSERT_BATCH: usize = 10_000;
+
+/// [`load`] through pgpool-II, with multi-row INSERTs in one transaction (the same rows, fewer per second).
+fn load_by_inserts(conn: &mut PgConnection, params: SeedParams) -> QueryResult<(usize, usize)> {
+    conn.transaction(|conn| {
+        let offset = queries::max_user_id(conn)?;
+        let mut n_users = 0;
+        let mut batch = Vec::with_capacity(INSERT_BATCH);
+        let mut users = users(params).peekable();
+        while users.peek().is_some() {
+            batch.clear();
+            batch.extend(users.by_ref().take(INSERT_BATCH).map(|u| {
+                (
+                    users::id.eq(offset + u.index as i32),
+                    users::first_name.eq(u.first_name),
+                    users::last_name.eq(u.last_name),
+                    users::joined_at.eq(u.joined_at),
+                )
+            }));
+            n_users += diesel::insert_into(users::table)
+                .values(&batch)
+                .execute(conn)?;
+        }
+        queries::sync_users_id_sequence(conn)?;
+        let suspended = params.tokens >= BULK_LOAD_TOKENS && queries::suspend_token_capture(conn);
+        let mut n_tokens = 0;
+        let mut batch = Vec::with_capacity(INSERT_BATCH);
+        let mut tokens = tokens(params).peekable();
+        while tokens.peek().is_some() {
+            batch.clear();
+            batch.extend(tokens.by_ref().take(INSERT_BATCH).map(|t| {
+                (
+                    tokens::user_id.eq(offset + t.user_index as i32),
+                    tokens::token.eq(t.token),
+                    tokens::created_at.eq(t.created_at),
+                    tokens::used_at.eq(t.used_at),
+                )
+            }));
+            n_tokens += diesel::insert_into(tokens::table)
+                .values(&batch)
+                .execute(conn)?;
+        }
         if suspended {
             queries::resume_token_capture(conn)?;
         }

@@ -50,3 +50,10 @@ pub fn recreate_database(conn: &mut PgConnection, name: &str) -> QueryResult<()>
     conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
     conn.batch_execute(&format!("CREATE DATABASE {name}"))
 }
+
+/// Whether the connection goes through pgpool-II, which answers `SHOW pool_version` itself (PostgreSQL refuses
+/// it). pgpool-II (4.3) never completes a `COPY FROM STDIN` sent with the extended query protocol, which is how
+/// diesel sends it: the load then waits forever, so `seed` inserts in batches instead.
+pub fn behind_pgpool(conn: &mut PgConnection) -> bool {
+    conn.batch_execute("SHOW pool_version").is_ok()
+}

@@ -27,6 +27,7 @@ mod migrations;
 mod outage;
 mod partitions;
 mod pgbouncer;
+mod pgpool;
 mod privilege;
 mod process;
 mod readers;
