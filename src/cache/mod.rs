@@ -9,6 +9,7 @@
 mod chunk;
 pub mod chunked;
 mod data;
+mod history;
 pub mod local;
 pub mod rendered;
 
@@ -23,6 +24,7 @@ use crate::db::queries::{self, Rollups, RunStamp};
 use crate::report;
 pub use data::ReportData;
 use diesel::pg::PgConnection;
+pub use history::Divergence;
 use local::Quarters;
 pub use rendered::{Encoded, Rendered};
 
@@ -107,48 +109,6 @@ pub enum Synced {
     Patched,
     /// The rollups were read and rendered again (at start, after a rebuild, or across a gap in the log).
     Reloaded,
-}
-
-/// How the database's history differs from the one a replica served: the run it held is missing (a restore to an
-/// earlier point, a promoted standby that lost the tail, another database behind the same address) or is another
-/// run under the same id (reissued by the sequence on the new history).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Divergence {
-    /// The run the replica served, and its stamp.
-    pub held_run: i64,
-    pub held_stamp: i64,
-    /// The stamp of the database's run under that id, if it has one.
-    pub found_stamp: Option<i64>,
-    /// The newest successful run of the database, and the run now served (`None`: no data).
-    pub database_run: Option<i64>,
-    pub now_serving: Option<i64>,
-}
-
-impl std::fmt::Display for Divergence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.found_stamp {
-            None => write!(
-                f,
-                "the database has no run {} (its newest is {}): it lost transactions (a failover, a restore of \
-                 an earlier backup) or is another database",
-                self.held_run,
-                self.database_run.map_or("none".to_string(), |r| r.to_string())
-            )?,
-            Some(found) => write!(
-                f,
-                "the database's run {} is another run (stamp {found:016x}, served {:016x}): a failover or a \
-                 restore reissued the id",
-                self.held_run, self.held_stamp
-            )?,
-        }
-        match self.now_serving {
-            Some(r) => write!(f, "; now serving run {r}, loaded from the database"),
-            None => write!(
-                f,
-                "; the database holds no successful run: nothing is served until one commits"
-            ),
-        }
-    }
 }
 
 /// The function told each commit -> served delay (the metrics, wired by the app).

@@ -2,7 +2,7 @@
 //! file has the r2d2 connection pool with its per-transaction settings and the embedded migrations; [`queries`]
 //! the reads and the refresh's bookkeeping; [`incremental`] the incremental refresh; [`deltas`] the delta log the
 //! replicas patch from; [`load`] the whole rollups; [`bulk`] bulk loading; [`listen`] the follower's `LISTEN` connection; [`verify`] the
-//! self-check; [`definitions`] (dev tools only) the SQL definitions the reports are tested against.
+//! self-check; [`writer`] the locks, the writer's lease and limits; [`definitions`] (dev tools only) the SQL definitions the reports are tested against.
 //!
 //! Diesel is synchronous: callers on the async runtime run these functions inside `spawn_blocking`.
 
@@ -16,6 +16,7 @@ pub mod load;
 pub mod partitions;
 pub mod queries;
 pub mod verify;
+pub mod writer;
 
 use diesel::connection::{CacheSize, SimpleConnection};
 use diesel::migration::MigrationSource;
@@ -79,7 +80,7 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings 
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
         match self.mode {
             PoolMode::Session => conn
-                .batch_execute(&queries::session_settings_sql(self.statement_timeout))
+                .batch_execute(&writer::session_settings_sql(self.statement_timeout))
                 .map_err(diesel::r2d2::Error::QueryError),
             PoolMode::Transaction => {
                 conn.set_prepared_statement_cache_size(CacheSize::Disabled);
@@ -171,7 +172,7 @@ pub fn prepare_schema(
 /// starting together migrate one after the other. Returns the versions applied.
 pub fn migrate(conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
     conn.transaction::<_, DbError, _>(|conn| {
-        queries::advisory_xact_lock(conn, MIGRATION_LOCK_KEY)?;
+        writer::advisory_xact_lock(conn, MIGRATION_LOCK_KEY)?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map_err(DbError::Migration)?;

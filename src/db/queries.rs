@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Date, Integer, Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Date, Integer, Nullable, Text, Timestamp};
 
 use crate::schema::{daily_usage_rollup, refresh_runs, user_visits_rollup};
 
@@ -86,59 +86,6 @@ pub fn applied_migrations(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Locks.
-
-/// The writer's limits for the current transaction only (`SET LOCAL`, so a transaction pooler allows them): the
-/// server ends the session, rolling the transaction back and releasing the writer lock, once it has waited
-/// `idle_limit` for the client's next statement (a frozen or cut-off writer); and the writer shows as
-/// `application_name` (`coworking-analytics writer <host>`) in `pg_stat_activity` while it holds the lock.
-pub fn set_writer_limits(
-    conn: &mut PgConnection,
-    idle_limit: std::time::Duration,
-    host: &str,
-) -> QueryResult<()> {
-    diesel::sql_query(
-        "SELECT set_config('idle_in_transaction_session_timeout', $1, true), \
-                set_config('application_name', $2, true)",
-    )
-    .bind::<Text, _>(idle_limit.as_millis().to_string())
-    .bind::<Text, _>(format!("coworking-analytics writer {host}"))
-    .execute(conn)?;
-    Ok(())
-}
-
-/// Blocks until the transaction-scoped advisory lock `key` is held (released at commit or rollback).
-pub fn advisory_xact_lock(conn: &mut PgConnection, key: i64) -> QueryResult<()> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-        .bind::<BigInt, _>(key)
-        .execute(conn)?;
-    Ok(())
-}
-
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = Bool)]
-    locked: bool,
-}
-
-/// Tries the transaction-scoped advisory lock `key` without waiting.
-pub fn try_advisory_xact_lock(conn: &mut PgConnection, key: i64) -> QueryResult<bool> {
-    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
-        .bind::<BigInt, _>(key)
-        .get_result(conn)?;
-    Ok(row.locked)
-}
-
-/// Takes the writer's lease row (migration 4) inside the caller's REPEATABLE READ transaction. Fails with a
-/// serialization failure when another writer committed after this transaction's snapshot was taken.
-pub fn take_writer_lease(conn: &mut PgConnection, holder: &str) -> QueryResult<()> {
-    diesel::sql_query("UPDATE refresh_writer SET holder = $1, taken_at = now() WHERE id = 1")
-        .bind::<Text, _>(holder)
-        .execute(conn)?;
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Full recompute of the rollup tables (inside the caller's transaction).
 
 /// Counts of one recompute.
@@ -211,27 +158,6 @@ pub struct NewRun<'a> {
     pub host: &'a str,
     pub error: Option<&'a str>,
     pub data_version: i64,
-}
-
-/// The session settings of a pooled connection (session mode): limits on a statement and on idling in a
-/// transaction, and the application name shown in `pg_stat_activity`.
-pub fn session_settings_sql(statement_timeout: std::time::Duration) -> String {
-    let ms = statement_timeout.as_millis();
-    format!(
-        "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}; \
-         SET application_name = 'coworking-analytics'"
-    )
-}
-
-/// The same limits for the current transaction only (`SET LOCAL`): what a transaction pooler allows.
-pub fn set_local_timeouts(
-    conn: &mut PgConnection,
-    statement_timeout: std::time::Duration,
-) -> QueryResult<()> {
-    let ms = statement_timeout.as_millis();
-    conn.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {ms}; SET LOCAL idle_in_transaction_session_timeout = {ms}"
-    ))
 }
 
 /// Inserts a run row and returns its id.

@@ -20,7 +20,7 @@ pub mod runner;
 pub use runner::{RunError, Runner};
 
 use crate::db::queries::{self, NewRun, RecomputeCounts};
-use crate::db::{deltas, incremental, partitions, verify};
+use crate::db::{deltas, incremental, partitions, verify, writer};
 
 /// Advisory-lock key of the refresh writer ("rollups!" in ASCII).
 pub const WRITER_LOCK_KEY: i64 = 0x726f_6c6c_7570_7321;
@@ -197,25 +197,25 @@ fn attempt_once(
 ) -> diesel::QueryResult<Outcome> {
     // A partitioned tokens: triggers on any new member first, committed before the refresh's snapshot.
     let untriggered_partitions = conn.transaction(|conn| {
-        queries::set_writer_limits(conn, WRITER_IDLE_LIMIT, host)?;
-        if !queries::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
+        writer::set_writer_limits(conn, WRITER_IDLE_LIMIT, host)?;
+        if !writer::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
             return Ok(Vec::new());
         }
         partitions::install_triggers(conn)
     })?;
     conn.build_transaction().repeatable_read().run(|conn| {
         if let Some(timeout) = local_timeout {
-            queries::set_local_timeouts(conn, timeout)?;
+            writer::set_local_timeouts(conn, timeout)?;
         }
-        queries::set_writer_limits(conn, WRITER_IDLE_LIMIT, host)?;
-        if !queries::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
+        writer::set_writer_limits(conn, WRITER_IDLE_LIMIT, host)?;
+        if !writer::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
             return Ok(Outcome::Skipped);
         }
         // The run's recorded interval is the time it holds the writer lock: runs never overlap in the history.
         let started_at = started_at.max(Utc::now());
         // The snapshot was taken when the lock statement started; if the previous writer committed between then
         // and our winning the lock, this update fails with a serialization failure and `run` tries again.
-        queries::take_writer_lease(conn, host)?;
+        writer::take_writer_lease(conn, host)?;
         let previous = queries::latest_success(conn)?;
         let Some((mode, counts, repairs)) = recompute(conn, mode, previous.is_none())? else {
             // Nothing was captured: undo the lease update too, so an idle service writes nothing at all.

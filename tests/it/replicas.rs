@@ -40,8 +40,11 @@ fn a_writer_with_a_snapshot_older_than_the_last_commit_cannot_take_the_lease() {
         .unwrap();
     let committed = refresh::run(&mut db.conn(), Mode::Incremental, "first").unwrap();
     assert!(matches!(committed, Outcome::Completed(_)));
-    assert!(queries::try_advisory_xact_lock(&mut late, WRITER_LOCK_KEY).unwrap());
-    let err = queries::take_writer_lease(&mut late, "late").unwrap_err();
+    assert!(
+        coworking_analytics::db::writer::try_advisory_xact_lock(&mut late, WRITER_LOCK_KEY)
+            .unwrap()
+    );
+    let err = coworking_analytics::db::writer::take_writer_lease(&mut late, "late").unwrap_err();
     assert!(
         matches!(
             err,
@@ -64,7 +67,7 @@ fn processes_that_do_not_get_the_writer_lock_skip_and_say_so() {
     let db = migrated_db();
     let mut holder = db.conn();
     holder.batch_execute("BEGIN").unwrap();
-    queries::advisory_xact_lock(&mut holder, WRITER_LOCK_KEY).unwrap();
+    coworking_analytics::db::writer::advisory_xact_lock(&mut holder, WRITER_LOCK_KEY).unwrap();
     let children: Vec<_> = (0..3)
         .map(|_| {
             Command::new(BIN)
@@ -143,7 +146,7 @@ async fn a_replica_skips_its_tick_when_another_writer_holds_the_lock() {
     let db = migrated_db();
     let mut holder = db.conn();
     holder.batch_execute("BEGIN").unwrap();
-    queries::advisory_xact_lock(&mut holder, WRITER_LOCK_KEY).unwrap();
+    coworking_analytics::db::writer::advisory_xact_lock(&mut holder, WRITER_LOCK_KEY).unwrap();
     let app = TestApp::new(&db.url)
         .with(|c| c.refresh_schedule = "* * * * * *".parse().unwrap())
         .start()

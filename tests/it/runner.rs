@@ -3,7 +3,6 @@
 //! binary, on the same database, in the three outcomes.
 
 use crate::common::{free_port, migrated_db, TestDb};
-use coworking_analytics::db::queries;
 use coworking_analytics::refresh::WRITER_LOCK_KEY;
 use diesel::connection::SimpleConnection;
 use std::collections::BTreeSet;
@@ -113,7 +112,7 @@ fn the_command_and_the_worker_log_a_skip_alike() {
     let db = migrated_db();
     let mut holder = db.conn();
     holder.batch_execute("BEGIN").unwrap();
-    queries::advisory_xact_lock(&mut holder, WRITER_LOCK_KEY).unwrap();
+    coworking_analytics::db::writer::advisory_xact_lock(&mut holder, WRITER_LOCK_KEY).unwrap();
     let command = outcome(&refresh_lines(&db, &[]));
     let worker = serve_refresh_line(&db, &[]);
     assert_same_shape(&command, &worker, "refresh skipped");
