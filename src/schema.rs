@@ -31,6 +31,7 @@ diesel::table! {
         base_version -> Nullable<Int8>,
         delta_rows -> Nullable<Int4>,
         stamp -> Int8,
+        committed_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -1,1 +1,1 @@
-ALTER TABLE refresh_runs DROP COLUMN stamp;
+ALTER TABLE refresh_runs DROP COLUMN committed_at, DROP COLUMN stamp;

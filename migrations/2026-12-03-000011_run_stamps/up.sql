@@ -6,3 +6,8 @@
 -- timeline cannot tell: a restore of a base backup keeps the last two.
 ALTER TABLE refresh_runs ADD COLUMN stamp BIGINT NOT NULL
     DEFAULT ('x' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 16))::bit(64)::bigint;
+-- When the run's transaction was about to commit, on the database's clock (set by its last statement, with the
+-- NOTIFY): every replica measures commit -> served from it against the database's `now()`, so the hosts'
+-- clocks do not enter. `finished_at` stays the writer's clock before the bookkeeping, as REFRESH_MIN_INTERVAL
+-- counts from it.
+ALTER TABLE refresh_runs ADD COLUMN committed_at TIMESTAMPTZ;

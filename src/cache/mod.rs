@@ -42,6 +42,8 @@ pub struct Snapshot {
     /// That run's random stamp: which database history this snapshot belongs to (a database that lost its
     /// newest transactions hands the same run ids out again, with other stamps).
     pub stamp: i64,
+    /// When that run's transaction was about to commit, on the database's clock.
+    pub committed_at: Option<DateTime<Utc>>,
     pub data: Arc<ReportData>,
 }
 
@@ -90,6 +92,7 @@ impl Snapshot {
             run_id: run.id,
             computed_at: run.finished_at,
             stamp: run.stamp,
+            committed_at: run.committed_at,
             data,
         }
     }
@@ -175,7 +178,7 @@ impl ReportCache {
 
     /// Calls `observe` with the time from a run's commit to the moment this replica serves it, for every run it
     /// takes up (patched, reloaded, or only vouching for the held data). Measured on the database's clock (the
-    /// run's `finished_at`, set just before its commit, against the sync's `now()`) plus this process's own
+    /// run's `committed_at`, set just before its commit, against the sync's `now()`) plus this process's own
     /// elapsed time since, so clock skew between hosts does not enter. Set once; later calls are ignored.
     pub fn on_served(&self, observe: impl Fn(std::time::Duration) + Send + Sync + 'static) {
         let _ = self.served.0.set(Box::new(observe));
@@ -222,7 +225,8 @@ impl ReportCache {
         let took_up = held.is_some()
             && matches!(synced, Synced::Patched | Synced::Touched | Synced::Reloaded);
         if let (true, Some(observe), Some(now)) = (took_up, self.served.0.get(), self.current()) {
-            let behind = (horizon.now - now.computed_at).to_std().unwrap_or_default();
+            let committed = now.committed_at.unwrap_or(now.computed_at);
+            let behind = (horizon.now - committed).to_std().unwrap_or_default();
             observe(behind + horizon_read.elapsed());
         }
         // The history shown on the dashboard: re-read with every new run, and every few seconds for failures

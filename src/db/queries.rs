@@ -51,6 +51,8 @@ pub struct RunStamp {
     /// The run's random stamp (migration 11): which database history the run belongs to, since a database that
     /// lost its newest transactions hands the same ids out again.
     pub stamp: i64,
+    /// When its transaction was about to commit, on the database's clock (`None` for runs before migration 11).
+    pub committed_at: Option<DateTime<Utc>>,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -221,11 +223,11 @@ pub fn prune_runs(
 }
 
 /// Tells listening replicas that run `run_id` committed (delivered only if the transaction commits), as the
-/// run's last statement: it also sets the run's `finished_at` to the database's clock now, a moment before the
+/// run's last statement: it also sets the run's `committed_at` to the database's clock now, a moment before the
 /// commit, from which every replica measures how long the run took to be served (on the same clock).
 pub fn notify_refreshed(conn: &mut PgConnection, channel: &str, run_id: i64) -> QueryResult<()> {
     diesel::sql_query(
-        "WITH stamped AS (UPDATE refresh_runs SET finished_at = greatest(finished_at, clock_timestamp()) \
+        "WITH stamped AS (UPDATE refresh_runs SET committed_at = clock_timestamp() \
                           WHERE id = $2::int8 RETURNING id) \
          SELECT pg_notify($1, (SELECT id FROM stamped)::text)",
     )
@@ -245,6 +247,7 @@ pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> 
             refresh_runs::finished_at,
             refresh_runs::data_version,
             refresh_runs::stamp,
+            refresh_runs::committed_at,
         ))
         .first(conn)
         .optional()
