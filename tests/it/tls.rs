@@ -236,6 +236,15 @@ async fn a_wrong_host_name_or_a_wrong_ca_is_refused_with_a_clear_error() {
             "certificate verify failed",
         ),
     ];
+    // verify-ca checks the chain only: the same wrong host name is accepted, as libpq accepts it.
+    let verify_ca = format!(
+        "host=wrong.example hostaddr=127.0.0.1 port={port} user=postgres password={PASSWORD} \
+         dbname=postgres sslmode=verify-ca sslrootcert={}",
+        root("bundle.pem")
+    );
+    listen::listen(&verify_ca, "x")
+        .await
+        .expect("verify-ca with the right CA listens");
     for (url, says) in &cases {
         let e = listen::listen(url, "x")
             .await
