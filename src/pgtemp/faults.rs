@@ -101,20 +101,7 @@ impl TempPostgres {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         ));
-        let out = as_user(Command::new(self.bin.join("pg_basebackup")), &self.user)
-            .arg("-D")
-            .arg(&dir)
-            .args(["-X", "stream", "-c", "fast", "-U", "postgres", "-p"])
-            .arg(self.port.to_string())
-            .arg("-h")
-            .arg(&self.root)
-            .output()
-            .map_err(io("running pg_basebackup"))?;
-        if !out.status.success() {
-            return Err(PgTempError::Initdb(
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ));
-        }
+        self.pg_basebackup(&dir, &["-c", "fast"])?;
         Ok(dir)
     }
 
@@ -150,6 +137,26 @@ impl TempPostgres {
             Duration::from_secs(30),
             format!("replay of {lsn}"),
         ))
+    }
+
+    /// `pg_basebackup -X stream` of this server into `into`, with `extra` options (`-R`: a standby's settings).
+    pub(super) fn pg_basebackup(&self, into: &Path, extra: &[&str]) -> Result<(), PgTempError> {
+        let out = as_user(Command::new(self.bin.join("pg_basebackup")), &self.user)
+            .arg("-D")
+            .arg(into)
+            .args(["-X", "stream", "-U", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .arg("-h")
+            .arg(&self.root)
+            .args(extra)
+            .output()
+            .map_err(io("running pg_basebackup"))?;
+        if !out.status.success() {
+            return Err(PgTempError::Initdb(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        Ok(())
     }
 
     fn pg_ctl(&self) -> Command {

@@ -126,27 +126,7 @@ impl TempPostgres {
     /// this server's socket), started on a socket of its own. It follows the primary and refuses writes.
     pub fn start_standby(&self) -> Result<Self, PgTempError> {
         let mut me = Self::empty(self.durable)?;
-        let out = as_user(Command::new(me.bin.join("pg_basebackup")), &me.user)
-            .arg("-D")
-            .arg(me.root.join("data"))
-            .args([
-                "-R",
-                "-X",
-                "stream",
-                "-U",
-                "postgres",
-                "-p",
-                &self.port.to_string(),
-                "-h",
-            ])
-            .arg(&self.root)
-            .output()
-            .map_err(io("running pg_basebackup"))?;
-        if !out.status.success() {
-            return Err(PgTempError::Initdb(
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ));
-        }
+        self.pg_basebackup(&me.root.join("data"), &["-R"])?;
         me.launch()?;
         Ok(me)
     }
