@@ -12,8 +12,7 @@ pub struct Divergence {
     pub held_stamp: i64,
     /// The stamp of the database's run under that id, if it has one.
     pub found_stamp: Option<i64>,
-    /// The newest successful run of the database, and the run now served (`None`: no data).
-    pub database_run: Option<i64>,
+    /// The run now served: the database's newest successful run (`None`: it has none, nothing is served).
     pub now_serving: Option<i64>,
 }
 
@@ -25,7 +24,7 @@ impl std::fmt::Display for Divergence {
                 "the database has no run {} (its newest is {}): it lost transactions (a failover, a restore of \
                  an earlier backup) or is another database",
                 self.held_run,
-                self.database_run.map_or("none".to_string(), |r| r.to_string())
+                self.now_serving.map_or("none".to_string(), |r| r.to_string())
             )?,
             Some(found) => write!(
                 f,

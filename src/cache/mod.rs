@@ -138,8 +138,6 @@ pub struct ReportCache {
     /// How many syncs patched, and how many times everything was loaded (the benchmark and the tests read them).
     patched: AtomicU64,
     reloaded: AtomicU64,
-    /// How many syncs found the database on another history ([`Synced::Replaced`]).
-    replaced: AtomicU64,
     /// The newest rows of the run history (the dashboard's operator panel), and when they were read (ms).
     recent: arc_swap::ArcSwap<Vec<queries::RunSummary>>,
     recent_at: AtomicI64,
@@ -344,22 +342,14 @@ impl ReportCache {
         let loaded = Snapshot::load(conn)?.map(Arc::new);
         let now_serving = loaded.as_ref().map(|s| s.run_id);
         self.reloaded.fetch_add(1, Ordering::Relaxed);
-        self.replaced.fetch_add(1, Ordering::Relaxed);
         self.complete_at.store(0, Ordering::Relaxed);
         self.current.store(loaded);
         Ok(Synced::Replaced(Divergence {
             held_run: held.run_id,
             held_stamp: held.stamp,
             found_stamp,
-            database_run: deltas::horizon(conn, 0)?.latest_run,
             now_serving,
         }))
-    }
-
-    /// How many times the database's history changed under this replica (a failover that lost transactions, a
-    /// restore): each time everything was loaded again.
-    pub fn history_changes(&self) -> u64 {
-        self.replaced.load(Ordering::Relaxed)
     }
 
     /// Renders `rollups` and swaps them in. Returns whether it stored.
