@@ -13,13 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cache::ReportCache;
+use crate::cache::{CacheWriter, ReportCache};
 use crate::config::{Config, DatabaseTarget};
-use crate::db::{self, DbError};
-use crate::follower;
+use crate::db;
+use crate::follower::{self, Follower};
 use crate::http::{self, AppState};
 use crate::metrics::{self, sink::SinkSettings, Metrics, Publisher, SinkKind};
-use crate::refresh::{Mode, Runner};
+use crate::refresh::{Caller, Mode, Runner};
 use crate::worker::{self, backoff, Worker};
 
 /// A running service.
@@ -63,11 +63,14 @@ pub fn start(
         config.db_statement_timeout,
         config.db_pool_mode,
     );
-    let cache = Arc::new(ReportCache::new());
+    let mut writer = CacheWriter::new();
+    let cache = Arc::clone(writer.cache());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (metrics, sink) = start_metrics(config, &cache, &shutdown_rx, &log);
     let served = Arc::clone(&metrics);
-    cache.on_served(move |lag| served.record_commit_to_served(lag));
+    writer.on_served(move |lag| served.record_commit_to_served(lag));
+    // The worker wakes the follower after each of its runs; the follower alone writes the cache.
+    let wake = Arc::new(tokio::sync::Notify::new());
 
     let state = Arc::new(AppState {
         cache: Arc::clone(&cache),
@@ -96,23 +99,20 @@ pub fn start(
     ));
 
     let follower = tokio::spawn(follower::run(
-        config.listen_target(database),
-        pool.clone(),
-        Arc::clone(&cache),
-        config.follow_poll_interval,
-        Arc::clone(&metrics),
+        Follower {
+            listen_on: config.listen_target(database),
+            pool: pool.clone(),
+            poll_interval: config.follow_poll_interval,
+            metrics: Arc::clone(&metrics),
+            wake: Arc::clone(&wake),
+            log: log.new(slog::o!("task" => "follower")),
+        },
+        writer,
         shutdown_rx.clone(),
-        log.new(slog::o!("task" => "follower")),
     ));
     let background = if config.runs_worker() {
         let log = log.new(slog::o!("task" => "worker"));
-        let runner = Arc::new(runner(
-            config,
-            pool,
-            Some(Arc::clone(&cache)),
-            &metrics,
-            log,
-        ));
+        let runner = Arc::new(runner(config, pool, Caller::Worker, &metrics, log));
         let worker = Worker {
             runner,
             mode: Mode::Incremental,
@@ -121,14 +121,10 @@ pub fn start(
             metrics: Arc::clone(&metrics),
             check_interval: config.refresh_check_interval.0,
             min_interval: config.refresh_min_interval,
+            wake,
             with_scheduler: true,
         };
-        tokio::spawn(background(
-            worker,
-            Arc::clone(&cache),
-            config.db_migrate,
-            shutdown_rx,
-        ))
+        tokio::spawn(background(worker, config.db_migrate, shutdown_rx))
     } else {
         // A reader never writes: it only checks the schema, and the follower loads what the writers commit.
         let log = log.new(slog::o!("task" => "reader"));
@@ -150,15 +146,15 @@ pub fn start(
     })
 }
 
-/// The refresh runner for this configuration (the worker's, or the one-shot command's without a cache).
+/// The refresh runner for this configuration (the worker's, or the one-shot command's).
 pub fn runner(
     config: &Config,
     pool: db::PgPool,
-    cache: Option<Arc<ReportCache>>,
+    caller: Caller,
     metrics: &Arc<Metrics>,
     log: Logger,
 ) -> Runner {
-    let runner = Runner::new(pool, cache, Arc::clone(metrics), host_name(), log);
+    let runner = Runner::new(pool, caller, Arc::clone(metrics), host_name(), log);
     match config.db_pool_mode {
         // No session settings behind a transaction pooler: the run sets its timeouts itself.
         db::PoolMode::Transaction => runner.with_local_timeout(config.db_statement_timeout),
@@ -233,26 +229,15 @@ fn start_metrics(
     (metrics, sink)
 }
 
-/// Migrate or check the schema (retrying while the database is unreachable or not migrated yet), load what the
-/// rollups already hold, then run the worker.
-async fn background(
-    worker: Worker,
-    cache: Arc<ReportCache>,
-    policy: db::MigratePolicy,
-    shutdown: watch::Receiver<bool>,
-) {
+/// Migrate or check the schema (retrying while the database is unreachable or not migrated yet), wake the
+/// follower to load what the rollups already hold (while the first refresh runs), then run the worker.
+async fn background(worker: Worker, policy: db::MigratePolicy, shutdown: watch::Receiver<bool>) {
     let log = worker.runner.log().clone();
     let pool = worker.runner.pool().clone();
     if !prepare_schema(&pool, policy, &log, shutdown.clone()).await {
         return;
     }
-    let loaded = tokio::task::spawn_blocking(move || -> Result<_, DbError> {
-        Ok(cache.sync_from(&mut *pool.get()?)?)
-    })
-    .await;
-    if let Ok(Err(e)) = loaded {
-        warn!(log, "cannot load existing rollups before the first refresh"; "error" => %e);
-    }
+    worker.wake.notify_one();
     if let Err(e) = worker::run(worker, shutdown).await {
         error!(log, "worker stopped with an error"; "error" => %e);
     }
@@ -269,7 +254,7 @@ async fn prepare_schema(
     let mut attempt = 0u32;
     loop {
         let pool = pool.clone();
-        let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<String>, DbError> {
+        let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<String>, db::DbError> {
             db::prepare_schema(&mut *pool.get()?, policy)
         })
         .await;

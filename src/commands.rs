@@ -102,7 +102,7 @@ pub fn refresh(
     let runner = app::runner(
         config,
         pool.clone(),
-        None,
+        refresh::Caller::OneShot,
         &metrics,
         log.new(slog::o!("task" => "refresh")),
     );

@@ -1,20 +1,22 @@
 //! Every replica follows the writer: the cache is brought up to the newest successful run, whichever process
-//! ran it.
+//! ran it. The follower owns the cache's one [`CacheWriter`]: start-up's first load, every patch and every
+//! reload happen here and nowhere else.
 //!
-//! One async task waits on three things at once (`select!`): a notification on the refresh channel (the
+//! One async task waits on four things at once (`select!`): a notification on the refresh channel (the
 //! writer's `NOTIFY` is delivered when its transaction commits, so a replica reloads right after the commit),
-//! the poll interval, and shutdown. Notifications can be lost (the listening connection drops, the database
+//! a wake-up from this process's own worker (after its run committed: no round trip through the database),
+//! the poll interval (its first tick is at once: start-up), and shutdown. Notifications can be lost (the listening connection drops, the database
 //! restarts), so the follower also checks the newest run id every `poll_interval`, and reconnects the listener
 //! at that pace while it is down: a lost notification only delays. A check is cheap (one index lookup); a reload
-//! happens only when the data version changed ([`ReportCache::sync_from`]). Each check runs on tokio's blocking
+//! happens only when the data version changed ([`CacheWriter::sync_from`]). Each check runs on tokio's blocking
 //! pool with a connection from the r2d2 pool, since diesel is blocking.
 
-use slog::{debug, info, warn, Logger};
+use slog::{debug, error, info, warn, Logger};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
-use crate::cache::{ReportCache, Synced};
+use crate::cache::{CacheWriter, Synced};
 use crate::db::{self, listen, PgPool};
 use crate::metrics::Metrics;
 use crate::refresh::NOTIFY_CHANNEL;
@@ -23,15 +25,29 @@ use crate::refresh::NOTIFY_CHANNEL;
 /// pooler, with no direct connection given) the follower only polls. Whether it listens is the metric
 /// `follower_listening`; each time it stops or cannot start listening it logs one WARN with the reason, and
 /// one INFO when it listens again.
-pub async fn run(
-    listen_on: Option<String>,
-    pool: PgPool,
-    cache: Arc<ReportCache>,
-    poll_interval: Duration,
-    metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
-    log: Logger,
-) {
+/// What the follower needs besides its cache writer.
+pub struct Follower {
+    /// The connection string for LISTEN (`None`: only poll).
+    pub listen_on: Option<String>,
+    pub pool: PgPool,
+    pub poll_interval: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Notified by this process's worker after a run (none in a reader-only process).
+    pub wake: Arc<Notify>,
+    pub log: Logger,
+}
+
+pub async fn run(follower: Follower, writer: CacheWriter, mut shutdown: watch::Receiver<bool>) {
+    let Follower {
+        listen_on,
+        pool,
+        poll_interval,
+        metrics,
+        wake,
+        log,
+    } = follower;
+    // Moved into each blocking sync and back; `None` only if a sync panicked, which ends the follower.
+    let mut writer = Some(writer);
     let mut listener: Option<listen::Listener> = None;
     metrics.set_follower_listening(false);
     // Whether the current spell without a listener has been logged (one WARN per spell, not one per retry).
@@ -53,6 +69,7 @@ pub async fn run(
                 }
                 true
             }
+            _ = wake.notified() => true,
             _ = poll.tick() => {
                 let down = listener.as_ref().is_none_or(listen::Listener::is_closed);
                 if let (true, Some(conn_str)) = (down, &listen_on) {
@@ -81,7 +98,13 @@ pub async fn run(
                 false
             }
         };
-        sync(&pool, &cache, notified, &log).await;
+        writer = match writer.take() {
+            Some(w) => sync(&pool, w, notified, &log).await,
+            None => None,
+        };
+        if writer.is_none() {
+            break;
+        }
     }
 }
 
@@ -93,29 +116,47 @@ async fn recv(listener: &mut Option<listen::Listener>) -> Option<()> {
     }
 }
 
-async fn sync(pool: &PgPool, cache: &Arc<ReportCache>, notified: bool, log: &Logger) {
-    let (pool, cache2) = (pool.clone(), Arc::clone(cache));
-    let result = tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get().map_err(db::DbError::from)?;
-        cache2.sync_from(&mut conn).map_err(db::DbError::from)
+/// One sync on the blocking pool; hands the writer back (`None` if the sync panicked: logged at ERROR).
+async fn sync(
+    pool: &PgPool,
+    mut writer: CacheWriter,
+    notified: bool,
+    log: &Logger,
+) -> Option<CacheWriter> {
+    let pool = pool.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let synced = pool
+            .get()
+            .map_err(db::DbError::from)
+            .and_then(|mut conn| writer.sync_from(&mut conn).map_err(db::DbError::from));
+        (writer, synced)
     })
     .await;
+    let (writer, result) = match done {
+        Ok((w, r)) => (w, r),
+        Err(e) => {
+            error!(log, "cache sync panicked: this replica stops following and will turn stale";
+                "error" => %e);
+            return None;
+        }
+    };
+    let cache = writer.cache();
     match result {
-        Ok(Ok(Synced::Replaced(d))) => {
+        Ok(Synced::Replaced(d)) => {
             warn!(log, "the database's history changed: everything loaded again"; "detail" => %d,
                 "notified" => notified)
         }
-        Ok(Ok(Synced::Reloaded)) => {
+        Ok(Synced::Reloaded) => {
             info!(log, "cache reloaded"; "run_id" => cache.run_id(), "notified" => notified)
         }
-        Ok(Ok(Synced::Patched)) => {
+        Ok(Synced::Patched) => {
             debug!(log, "cache patched"; "run_id" => cache.run_id(), "notified" => notified)
         }
-        Ok(Ok(Synced::Touched)) => {
+        Ok(Synced::Touched) => {
             debug!(log, "cache vouched by a newer run"; "run_id" => cache.run_id())
         }
-        Ok(Ok(Synced::UpToDate)) => {}
-        Ok(Err(e)) => debug!(log, "cache sync failed"; "error" => %e),
-        Err(e) => warn!(log, "cache sync task failed"; "error" => %e),
+        Ok(Synced::UpToDate) => {}
+        Err(e) => debug!(log, "cache sync failed"; "error" => %e),
     }
+    Some(writer)
 }

@@ -1,10 +1,11 @@
 //! The refresh worker: when to refresh, and what to do with the result.
 //!
-//! Refreshes follow the writes: every `check_interval` (100 ms by default) the worker asks whether any change
-//! was captured (one statement that stops at the first row of `rollup_changes`; the writers pay nothing for it)
-//! and refreshes as soon as one was, but not within `min_interval` of the end of the newest run by any replica's
-//! writer (the check reads it too), which bounds the load under a stream of writes whatever the replica count. The cron schedule stays as the backstop (and a run that finds nothing to do
-//! writes nothing: see [`crate::refresh::Outcome::Unchanged`]).
+//! Refreshes follow the writes: every `check_interval` (`REFRESH_CHECK_INTERVAL`, 100 ms by default) the worker
+//! asks [`crate::refresh::pending`] whether a refresh is due (a change was captured, and the newest run by any
+//! replica's writer ended at least `REFRESH_MIN_INTERVAL` ago, which bounds the load under a stream of writes
+//! whatever the replica count). The cron schedule stays as the backstop (and a run that finds nothing to do
+//! writes nothing: see [`crate::refresh::Outcome::Unchanged`]). After a run commits, the worker wakes this
+//! process's follower, which alone loads the new run into the cache (the other replicas hear the NOTIFY).
 //!
 //! tokio-cron-scheduler only produces ticks: its job does a `try_send` on a channel of capacity one. A single
 //! loop owns everything else, which gives the guarantees the scheduler lacks:
@@ -21,13 +22,13 @@ use chrono::{DateTime, Utc};
 use slog::{error, info, warn};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::config::Schedule;
 use crate::metrics::Metrics;
-use crate::refresh::{Mode, Runner};
+use crate::refresh::{Check, Mode, Outcome, RunError, Runner};
 
 /// First retry delay after a failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
@@ -39,31 +40,47 @@ pub enum WorkerError {
     Scheduler(#[from] JobSchedulerError),
 }
 
-/// Runs one refresh on the blocking pool; returns whether it succeeded (a skip counts as success: another
-/// replica is doing the work). The runner has recorded and logged the outcome.
-async fn refresh(runner: &Arc<Runner>, mode: Mode) -> bool {
-    let runner = Arc::clone(runner);
-    let log = runner.log().clone();
-    match tokio::task::spawn_blocking(move || runner.run(mode)).await {
-        Ok(result) => result.is_ok(),
-        Err(e) => {
-            error!(log, "refresh task panicked or was cancelled"; "error" => %e);
-            false
+/// What one turn of the loop came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// No refresh was due.
+    NotDue,
+    /// A run (or a tick's check standing for one) succeeded or was skipped (another replica does the work).
+    Done,
+    /// It failed: retry after the backoff.
+    Failed,
+}
+
+impl Turn {
+    fn of(result: Result<Option<Outcome>, RunError>, wake: &Notify) -> Turn {
+        match result {
+            Ok(None) => Turn::NotDue,
+            Ok(Some(outcome)) => {
+                // The follower loads what was committed (or confirms the data is complete): wake it now rather
+                // than wait for the notification to come back from the database.
+                if !matches!(outcome, Outcome::Skipped) {
+                    wake.notify_one();
+                }
+                Turn::Done
+            }
+            Err(_) => Turn::Failed,
         }
     }
 }
 
-/// [`Runner::run_if_pending`] on the blocking pool: `None` when nothing was due, else whether the run (or the
-/// thorough check standing for one) succeeded.
-async fn check(runner: &Arc<Runner>, mode: Mode, thorough: bool, min: Duration) -> Option<bool> {
+/// Runs `job` with the runner on the blocking pool (the runner has recorded and logged the outcome).
+async fn turn(
+    runner: &Arc<Runner>,
+    wake: &Notify,
+    job: impl FnOnce(&Runner) -> Result<Option<Outcome>, RunError> + Send + 'static,
+) -> Turn {
     let runner = Arc::clone(runner);
     let log = runner.log().clone();
-    match tokio::task::spawn_blocking(move || runner.run_if_pending(mode, thorough, min)).await {
-        Ok(Ok(None)) => None,
-        Ok(result) => Some(result.is_ok()),
+    match tokio::task::spawn_blocking(move || job(&runner)).await {
+        Ok(result) => Turn::of(result, wake),
         Err(e) => {
             error!(log, "refresh task panicked or was cancelled"; "error" => %e);
-            Some(false)
+            Turn::Failed
         }
     }
 }
@@ -109,8 +126,11 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// How often to check for captured changes between ticks (`None`: only the schedule refreshes).
     pub check_interval: Option<Duration>,
-    /// Least time between the starts of two runs.
+    /// `REFRESH_MIN_INTERVAL`: least time from the end of the newest run by any writer to the start of the next
+    /// one that a captured change asks for ([`crate::refresh::pending`] applies it).
     pub min_interval: Duration,
+    /// This process's follower, woken after every run that committed or found nothing to do.
+    pub wake: Arc<Notify>,
     /// Whether the cron scheduler ticks. Without it only the watchdog keeps the schedule, which is what the
     /// worker falls back to when the scheduler stops ticking (the tests use this to prove that fallback works).
     pub with_scheduler: bool,
@@ -126,6 +146,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
         metrics,
         check_interval,
         min_interval,
+        wake,
         with_scheduler,
     } = worker;
     let log = runner.log().clone();
@@ -140,9 +161,10 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
     }
     info!(log, "worker started"; "schedule" => schedule.expr(), "mode" => mode.as_str());
 
-    let retry_after = |ok: bool| (!ok).then(|| Instant::now() + backoff(runner.failures()));
-    let mut last_start = Instant::now();
-    let mut retry_at = retry_after(refresh(&runner, mode).await);
+    let retry_after =
+        |turn: Turn| (turn == Turn::Failed).then(|| Instant::now() + backoff(runner.failures()));
+    let run = move |r: &Runner| r.run(mode).map(Some);
+    let mut retry_at = retry_after(turn(&runner, &wake, run).await);
     let mut last_tick = Utc::now();
     let mut next_verify = next_fire(verify.cron(), Utc::now());
     loop {
@@ -153,10 +175,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
         let retry = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         let verify_at =
             next_verify.map_or_else(|| Instant::now() + Duration::from_secs(86_400), instant_at);
-        let check_at = check_interval.map_or_else(
-            || Instant::now() + Duration::from_secs(86_400),
-            |every| (Instant::now() + every).max(last_start + min_interval),
-        );
+        let check_at = Instant::now() + check_interval.unwrap_or(Duration::from_secs(86_400));
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
@@ -165,23 +184,21 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
             }
             _ = tokio::time::sleep_until(retry), if retry_at.is_some() => {
                 // A retry after a failure runs whatever the check would say.
-                last_start = Instant::now();
-                retry_at = retry_after(refresh(&runner, mode).await);
+                retry_at = retry_after(turn(&runner, &wake, run).await);
                 continue;
             }
             _ = tokio::time::sleep_until(verify_at), if next_verify.is_some() => {
                 next_verify = next_fire(verify.cron(), Utc::now());
-                let runner = Arc::clone(&runner);
                 // Its outcome is recorded and logged by the runner; a failed sample waits for the next one.
-                let _ = tokio::task::spawn_blocking(move || runner.verify_sample()).await;
+                turn(&runner, &wake, |r: &Runner| r.verify_sample().map(Some)).await;
                 continue;
             }
             // While a failure waits for its retry, the retry decides (with its backoff), not the check.
             _ = tokio::time::sleep_until(check_at), if check_interval.is_some() && retry_at.is_none() => {
-                let started = Instant::now();
-                if let Some(ok) = check(&runner, mode, false, min_interval).await {
-                    last_start = started;
-                    retry_at = retry_after(ok);
+                let job = move |r: &Runner| r.run_if_due(mode, Check::Changes, min_interval);
+                match turn(&runner, &wake, job).await {
+                    Turn::NotDue => {}
+                    done => retry_at = retry_after(done),
                 }
                 continue;
             }
@@ -201,10 +218,10 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
             }
         }
         // A tick (or the watchdog in its place): run if anything is due, without a transaction otherwise.
-        let started = Instant::now();
-        if let Some(ok) = check(&runner, mode, true, min_interval).await {
-            last_start = started;
-            retry_at = retry_after(ok);
+        let job = move |r: &Runner| r.run_if_due(mode, Check::Schedule, min_interval);
+        match turn(&runner, &wake, job).await {
+            Turn::NotDue => {}
+            done => retry_at = retry_after(done),
         }
     }
     info!(log, "worker stopping");

@@ -1,10 +1,11 @@
 //! The per-replica report cache: the last loaded rollups, rendered once into response bodies.
 //!
 //! Concurrency: one [`Snapshot`] is immutable once built; the cache holds an `Arc` to the current one in an
-//! `ArcSwapOption`. Loaders (the worker after a refresh, the follower after a notification) build a new snapshot
-//! off to the side and swap it in with one atomic store; request handlers take a cheap `Arc` clone and never
-//! wait, never see a half-built snapshot, and keep the old one alive until they finish with it. A failed refresh
-//! or a database outage simply never stores, so the last good snapshot stays served.
+//! `ArcSwapOption`. Its one writer ([`CacheWriter`], owned by the follower: after a notification, a poll, or a
+//! wake-up from this process's worker) builds a new snapshot off to the side and swaps it in with one atomic
+//! store; request handlers take a cheap `Arc` clone of the snapshot and never wait for the writer, never see a
+//! half-built snapshot, and keep the old one alive until they finish with it. A failed sync or a database
+//! outage simply never stores, so the last good snapshot stays served.
 
 mod chunk;
 pub mod chunked;
@@ -12,6 +13,7 @@ mod data;
 mod history;
 pub mod local;
 pub mod rendered;
+mod sync;
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
@@ -19,14 +21,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::dashboard::Visits;
-use crate::db::deltas;
-use crate::db::queries::{self, Rollups, RunStamp};
+use crate::db::queries::{self, RunStamp};
 use crate::report;
 pub use data::ReportData;
 use diesel::pg::PgConnection;
 pub use history::Divergence;
 use local::Quarters;
 pub use rendered::{Encoded, Rendered};
+pub use sync::CacheWriter;
 
 /// How many runs the dashboard lists, and how often a sync re-reads them when no new run came.
 const RECENT_RUNS: i64 = 8;
@@ -73,21 +75,8 @@ impl Snapshot {
         Ok(Some(Self::with_data(rollups.run, data)))
     }
 
-    pub fn from_rollups(rollups: Rollups) -> Self {
-        let visits = Visits::of(&rollups.users);
-        let data = Arc::new(ReportData::new(
-            rollups.run.data_version,
-            rollups.changed_at,
-            report::daily_usage(rollups.days),
-            report::user_visits(rollups.users),
-            visits,
-            Quarters::from_rows(&rollups.quarters),
-        ));
-        Self::with_data(rollups.run, data)
-    }
-
     /// A snapshot of `run` over already-rendered data.
-    fn with_data(run: RunStamp, data: Arc<ReportData>) -> Self {
+    pub(super) fn with_data(run: RunStamp, data: Arc<ReportData>) -> Self {
         Snapshot {
             run_id: run.id,
             computed_at: run.finished_at,
@@ -114,17 +103,8 @@ pub enum Synced {
     Reloaded,
 }
 
-/// The function told each commit -> served delay (the metrics, wired by the app).
-#[derive(Default)]
-struct ServedObserver(std::sync::OnceLock<Box<dyn Fn(std::time::Duration) + Send + Sync>>);
-
-impl std::fmt::Debug for ServedObserver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ServedObserver")
-    }
-}
-
-/// Shared by the HTTP handlers (readers) and the loaders (writers).
+/// The read side, shared by the HTTP handlers, the probes and the metrics; written only through the one
+/// [`CacheWriter`] made with it (the follower's).
 ///
 /// Besides the snapshot it keeps `complete_at` (milliseconds since the epoch): the time up to which the served
 /// data is known to contain every captured change. A run's commit sets it, and so does a check that finds no
@@ -141,14 +121,11 @@ pub struct ReportCache {
     /// The newest rows of the run history (the dashboard's operator panel), and when they were read (ms).
     recent: arc_swap::ArcSwap<Vec<queries::RunSummary>>,
     recent_at: AtomicI64,
-    /// Told how long each newly served run took from its commit to being served here ([`ReportCache::on_served`]).
-    served: ServedObserver,
-    /// Held by one sync at a time: the worker after its run and the follower after the notification of that same
-    /// run would otherwise both patch, or at start-up both load the whole reports (twice the memory at once).
-    syncing: std::sync::Mutex<()>,
 }
 
 impl ReportCache {
+    /// An empty cache that nothing writes (it answers 503 to every report); [`CacheWriter::new`] makes the cache
+    /// a replica serves, with its one writer.
     pub fn new() -> Self {
         Self::default()
     }
@@ -174,14 +151,6 @@ impl ReportCache {
         std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
-    /// Calls `observe` with the time from a run's commit to the moment this replica serves it, for every run it
-    /// takes up (patched, reloaded, or only vouching for the held data). Measured on the database's clock (the
-    /// run's `committed_at`, set just before its commit, against the sync's `now()`) plus this process's own
-    /// elapsed time since, so clock skew between hosts does not enter. Set once; later calls are ignored.
-    pub fn on_served(&self, observe: impl Fn(std::time::Duration) + Send + Sync + 'static) {
-        let _ = self.served.0.set(Box::new(observe));
-    }
-
     /// The newest rows of the run history, newest first.
     pub fn recent_runs(&self) -> Arc<Vec<queries::RunSummary>> {
         self.recent.load_full()
@@ -196,186 +165,8 @@ impl ReportCache {
     }
 
     /// The served data is known to hold every change captured before `at`.
-    pub fn confirm(&self, at: DateTime<Utc>) {
+    fn confirm(&self, at: DateTime<Utc>) {
         self.complete_at
             .fetch_max(at.timestamp_millis(), Ordering::Relaxed);
-    }
-
-    /// Brings the cache up to the newest successful run in the database: the writer after its own run, every
-    /// other replica's follower after a notification or a poll. When nothing is new this is one statement; when
-    /// the data changed, it reads the delta log since the held version and patches, or reloads across a gap.
-    /// Then it records how complete the data is ([`ReportCache::confirm`]).
-    pub fn sync_from(&self, conn: &mut PgConnection) -> diesel::QueryResult<Synced> {
-        // A poisoned lock only means a sync panicked; the cache itself is still consistent.
-        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-        let held = self.current();
-        let horizon = deltas::horizon(conn, held.as_ref().map_or(0, |s| s.run_id))?;
-        let horizon_read = std::time::Instant::now();
-        let synced = match (&held, horizon.latest_run) {
-            // Every sync first checks that the served run is still the database's: same id, same stamp.
-            (Some(h), _) if horizon.held_stamp != Some(h.stamp) => {
-                self.replace(conn, h, horizon.held_stamp)?
-            }
-            (_, Some(latest)) if latest > self.run_id() => self.catch_up(conn)?,
-            _ => Synced::UpToDate,
-        };
-        // Runs taken up after others; not the first load of a process, nor a changed history (old runs).
-        let took_up = held.is_some()
-            && matches!(synced, Synced::Patched | Synced::Touched | Synced::Reloaded);
-        if let (true, Some(observe), Some(now)) = (took_up, self.served.0.get(), self.current()) {
-            let committed = now.committed_at.unwrap_or(now.computed_at);
-            let behind = (horizon.now - committed).to_std().unwrap_or_default();
-            observe(behind + horizon_read.elapsed());
-        }
-        // The history shown on the dashboard: re-read with every new run, and every few seconds for failures
-        // (which notify nobody).
-        let now_ms = horizon.now.timestamp_millis();
-        if synced != Synced::UpToDate
-            || now_ms - self.recent_at.load(Ordering::Relaxed) >= RECENT_EVERY_MS
-        {
-            self.recent
-                .store(Arc::new(queries::recent_runs(conn, RECENT_RUNS)?));
-            self.recent_at.store(now_ms, Ordering::Relaxed);
-        }
-        if self.current().is_some() && self.run_id() >= horizon.latest_run.unwrap_or(0) {
-            self.confirm(
-                horizon
-                    .oldest_pending
-                    .unwrap_or(horizon.now)
-                    .min(horizon.now),
-            );
-        }
-        Ok(synced)
-    }
-
-    fn catch_up(&self, conn: &mut PgConnection) -> diesel::QueryResult<Synced> {
-        let held = self.current();
-        // Everything the patch needs, from one snapshot of the database; the patching itself happens after.
-        let found = conn.build_transaction().repeatable_read().read_only().run(
-            |conn| -> diesel::QueryResult<_> {
-                let Some(run) = queries::latest_success(conn)? else {
-                    return Ok(None);
-                };
-                // The stamp again, in the snapshot the deltas are read from: a delta is never applied to the data
-                // of another history.
-                if let Some(h) = &held {
-                    let found = deltas::run_stamp(conn, h.run_id)?;
-                    if found != Some(h.stamp) {
-                        return Ok(Some((run, Err(found))));
-                    }
-                }
-                let Some(cur) = held
-                    .as_ref()
-                    .filter(|c| c.data.data_version < run.data_version)
-                else {
-                    return Ok(Some((run, Ok(None))));
-                };
-                let from = cur.data.data_version;
-                let links = deltas::changing_runs(conn, from, run.data_version)?;
-                let mut base = from;
-                for l in &links {
-                    if l.base_version != Some(base) || l.delta_rows.is_none() {
-                        return Ok(Some((run, Ok(None))));
-                    }
-                    base = l.id;
-                }
-                let logged: i64 = links
-                    .iter()
-                    .filter_map(|l| l.delta_rows)
-                    .map(i64::from)
-                    .sum();
-                let rows = deltas::read(conn, from, run.data_version)?;
-                let complete = base == run.data_version && rows.len() as i64 == logged;
-                Ok(Some((
-                    run,
-                    Ok((complete && !links.is_empty()).then_some((links, rows))),
-                )))
-            },
-        )?;
-        let Some((run, patch)) = found else {
-            return Ok(Synced::UpToDate);
-        };
-        let patch = match (patch, &held) {
-            (Ok(p), _) => p,
-            (Err(found), Some(h)) => return self.replace(conn, h, found),
-            (Err(_), None) => None,
-        };
-        if run.id <= self.run_id() {
-            return Ok(Synced::UpToDate);
-        }
-        if self.touch(run) {
-            return Ok(Synced::Touched);
-        }
-        if let (Some(cur), Some((links, rows))) = (&held, patch) {
-            if let Some(last) = links.last() {
-                let data = Arc::new(cur.data.patched(last, rows));
-                return Ok(if self.swap_in(Arc::new(Snapshot::with_data(run, data))) {
-                    self.patched.fetch_add(1, Ordering::Relaxed);
-                    Synced::Patched
-                } else {
-                    Synced::UpToDate
-                });
-            }
-        }
-        let loaded = Snapshot::load(conn)?;
-        self.reloaded
-            .fetch_add(u64::from(loaded.is_some()), Ordering::Relaxed);
-        match loaded {
-            Some(snap) => Ok(if self.swap_in(Arc::new(snap)) {
-                Synced::Reloaded
-            } else {
-                Synced::UpToDate
-            }),
-            None => Ok(Synced::UpToDate),
-        }
-    }
-
-    /// The database's history is not the one `held` came from: load everything it holds now and store it even
-    /// though its run id may be lower (the only store that may go backwards), or empty the cache when it holds no
-    /// run. The data's completeness starts again from the new data. Runs with the sync lock held.
-    fn replace(
-        &self,
-        conn: &mut PgConnection,
-        held: &Snapshot,
-        found_stamp: Option<i64>,
-    ) -> diesel::QueryResult<Synced> {
-        let loaded = Snapshot::load(conn)?.map(Arc::new);
-        let now_serving = loaded.as_ref().map(|s| s.run_id);
-        self.reloaded.fetch_add(1, Ordering::Relaxed);
-        self.complete_at.store(0, Ordering::Relaxed);
-        self.current.store(loaded);
-        Ok(Synced::Replaced(Divergence {
-            held_run: held.run_id,
-            held_stamp: held.stamp,
-            found_stamp,
-            now_serving,
-        }))
-    }
-
-    /// Renders `rollups` and swaps them in. Returns whether it stored.
-    pub fn store(&self, rollups: Rollups) -> bool {
-        self.swap_in(Arc::new(Snapshot::from_rollups(rollups)))
-    }
-
-    /// A newer run vouched for the data already held (nothing changed): keep the rendered bodies, take the new
-    /// run's id and time. Returns whether it stored (false if the data version does not match).
-    pub fn touch(&self, run: RunStamp) -> bool {
-        let Some(cur) = self.current() else {
-            return false;
-        };
-        if cur.data.data_version != run.data_version {
-            return false;
-        }
-        self.swap_in(Arc::new(Snapshot::with_data(run, Arc::clone(&cur.data))))
-    }
-
-    /// Stores `next` unless the cache already holds the same or a newer run: loaders racing (the worker after its
-    /// own refresh, the follower after a notification) must never move the cache backwards.
-    fn swap_in(&self, next: Arc<Snapshot>) -> bool {
-        let previous = self.current.rcu(|cur| match cur {
-            Some(c) if c.run_id >= next.run_id => Some(Arc::clone(c)),
-            _ => Some(Arc::clone(&next)),
-        });
-        previous.as_ref().is_none_or(|p| p.run_id < next.run_id)
     }
 }

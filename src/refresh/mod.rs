@@ -15,9 +15,11 @@ use diesel::result::{DatabaseErrorKind, Error};
 use diesel::Connection;
 use std::time::{Duration, Instant};
 
+pub mod pending;
 pub mod runner;
 
-pub use runner::{RunError, Runner};
+pub use pending::Check;
+pub use runner::{Caller, RunError, Runner};
 
 use crate::db::queries::{self, NewRun, RecomputeCounts};
 use crate::db::{deltas, incremental, partitions, verify, writer};

@@ -1,6 +1,7 @@
 //! The one place that runs a refresh and deals with its outcome, for the worker and the one-shot `refresh`
-//! command alike: run [`super::run`] in a mode, bring this replica's cache up to it (when the process serves
-//! one), count the outcome in the metrics, log it, and publish the dashboard figures.
+//! command alike: run [`super::run`] in a mode, count the outcome in the metrics, log it, and publish the
+//! CloudWatch report figures. A run ends at its commit (and the NOTIFY in it): the runner never touches a
+//! replica's cache, which only the follower writes.
 //!
 //! Logging follows the state, not the tick: the first failure of a streak is an ERROR line, the attempts after it
 //! only DEBUG (they are counted in `RefreshFailures`), and the first success after a streak says `refresh
@@ -12,13 +13,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::pending::{self, Check, Due};
 use super::{Mode, Outcome, RefreshError};
-use crate::cache::ReportCache;
 use crate::db::{queries, verify, DbError, PgPool, PgPooled};
 use crate::metrics::Metrics;
 use diesel::PgConnection;
 
-/// How often the dashboard figures are computed (they cost a query).
+/// How often the CloudWatch report figures are computed (they cost a query).
 const FIGURES_EVERY: Duration = Duration::from_secs(60);
 /// Routine incremental runs (many a second under load) are logged at INFO at most this often; the others at
 /// DEBUG, and the next INFO line counts them.
@@ -46,17 +47,25 @@ fn due(last: &Mutex<Option<Instant>>) -> bool {
     true
 }
 
+/// Who runs the refreshes: it decides how loudly a run that changed nothing is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The service's worker: a run that changed nothing is routine (DEBUG).
+    Worker,
+    /// The one-shot `refresh` command, whose output is its result: every outcome at INFO.
+    OneShot,
+}
+
 /// Runs refreshes and records their outcome. Share it behind an `Arc`.
 pub struct Runner {
     pool: PgPool,
-    /// This replica's cache, loaded after each committed run (`None` for the one-shot command).
-    cache: Option<Arc<ReportCache>>,
+    caller: Caller,
     metrics: Arc<Metrics>,
     host: String,
     log: Logger,
     /// Consecutive failed runs (0 after a success or a skip).
     failures: AtomicU32,
-    /// When the dashboard figures were last published.
+    /// When the report figures were last published to CloudWatch.
     figures_at: Mutex<Option<Instant>>,
     /// The statement timeout to set for each run's transaction (`SET LOCAL`), behind a transaction pooler.
     local_timeout: Option<Duration>,
@@ -94,14 +103,14 @@ pub fn sample_window(lo: NaiveDate, hi: NaiveDate, step: u64) -> verify::Scope {
 impl Runner {
     pub fn new(
         pool: PgPool,
-        cache: Option<Arc<ReportCache>>,
+        caller: Caller,
         metrics: Arc<Metrics>,
         host: String,
         log: Logger,
     ) -> Self {
         Runner {
             pool,
-            cache,
+            caller,
             metrics,
             host,
             log,
@@ -209,10 +218,13 @@ impl Runner {
                 if failed > 0 {
                     info!(self.log, "refresh recovered"; "failed_attempts" => failed);
                 }
-                if self.cache.is_none() {
-                    info!(self.log, "refresh found nothing to do"; "mode" => mode.as_str());
-                } else {
-                    debug!(self.log, "refresh found nothing to do"; "mode" => mode.as_str());
+                match self.caller {
+                    Caller::OneShot => {
+                        info!(self.log, "refresh found nothing to do"; "mode" => mode.as_str())
+                    }
+                    Caller::Worker => {
+                        debug!(self.log, "refresh found nothing to do"; "mode" => mode.as_str())
+                    }
                 }
             }
             Ok(Outcome::Skipped) => {
@@ -250,21 +262,10 @@ impl Runner {
     fn attempt(&self, conn: &mut PgConnection, mode: Mode) -> Result<Outcome, RunError> {
         let outcome = super::run_in(conn, mode, &self.host, self.local_timeout)?;
         trace!(self.log, "refresh transaction ended"; "outcome" => format!("{outcome:?}"));
-        if let Some(cache) = &self.cache {
-            self.sync_cache(cache, conn)?;
-        }
         if let Outcome::Completed(_) = outcome {
             self.publish_figures_if_due(conn);
         }
         Ok(outcome)
-    }
-
-    /// Brings this replica's cache up to the database's newest run; a changed history is logged here (WARN).
-    fn sync_cache(&self, cache: &ReportCache, conn: &mut PgConnection) -> Result<(), DbError> {
-        if let crate::cache::Synced::Replaced(d) = cache.sync_from(conn)? {
-            warn!(self.log, "the database's history changed: everything loaded again"; "detail" => %d);
-        }
-        Ok(())
     }
 
     /// Whether a routine run may log at INFO now (then the next one may only in [`ROUTINE_INFO_EVERY`]).
@@ -272,51 +273,28 @@ impl Runner {
         due(&self.routine_logged)
     }
 
-    /// The worker's check: one cheap statement, and a run only when a change was captured (`Ok(None)`:
-    /// nothing pending). A `thorough` check (a tick of the schedule) also runs when no refresh has succeeded
-    /// yet or the partition tree changed, and when it finds nothing to do it counts as a run that changed
-    /// nothing ([`Outcome::Unchanged`]) without starting a transaction. A check that cannot reach the database
-    /// is that run's failure, recorded and logged as one, so the worker backs off as after any failed run.
-    /// A plain check also waits (`Ok(None)`) while the newest run by any writer finished less than
-    /// `min_interval` ago.
-    pub fn run_if_pending(
+    /// The worker's check ([`pending::due`] decides): a run when one is due (`Ok(None)`: nothing is). A check
+    /// on the schedule that finds nothing to do counts as a run that changed nothing ([`Outcome::Unchanged`])
+    /// without starting a transaction. A check that cannot reach the database is that run's failure, recorded
+    /// and logged as one, so the worker backs off as after any failed run.
+    pub fn run_if_due(
         &self,
         mode: Mode,
-        thorough: bool,
+        check: Check,
         min_interval: Duration,
     ) -> Result<Option<Outcome>, RunError> {
         let mut conn = match self.pool.get() {
             Ok(c) => c,
             Err(e) => return self.run_on(Err(DbError::from(e)), mode).map(Some),
         };
-        let min_ms = min_interval.as_secs_f64() * 1000.0;
-        let due = |conn: &mut PgConnection| -> diesel::QueryResult<Option<bool>> {
-            let found = crate::db::deltas::check(conn)?;
-            if !thorough && found.pending && found.since_last_run_ms.is_some_and(|ms| ms < min_ms) {
-                return Ok(None);
-            }
-            Ok(Some(
-                found.pending
-                    || (thorough
-                        && (queries::latest_success(conn)?.is_none()
-                            || crate::db::partitions::changes(conn)?.is_some())),
-            ))
-        };
-        match due(&mut conn) {
-            Ok(None) => Ok(None),
-            Ok(Some(true)) => self.run_on(Ok(conn), mode).map(Some),
-            Ok(Some(false)) if thorough => {
-                let result = match &self.cache {
-                    Some(cache) => self
-                        .sync_cache(cache, &mut conn)
-                        .map(|()| Outcome::Unchanged)
-                        .map_err(RunError::from),
-                    None => Ok(Outcome::Unchanged),
-                };
+        match pending::due(&mut conn, check, min_interval) {
+            Ok(Due::Run) => self.run_on(Ok(conn), mode).map(Some),
+            Ok(Due::Nothing) if check == Check::Schedule => {
+                let result = Ok(Outcome::Unchanged);
                 self.record(mode, &result);
                 result.map(Some)
             }
-            Ok(Some(false)) => Ok(None),
+            Ok(Due::Nothing | Due::Wait) => Ok(None),
             Err(e) => self.run_on(Err(DbError::from(e)), mode).map(Some),
         }
     }
@@ -338,7 +316,8 @@ impl Runner {
         self.run_on(conn, Mode::Verify(scope))
     }
 
-    /// The dashboard's CloudWatch figures, from the rollups, at most once every [`FIGURES_EVERY`].
+    /// The report figures for CloudWatch (latest day's check-ins, active members), from the rollups, at most once
+    /// every [`FIGURES_EVERY`].
     fn publish_figures_if_due(&self, conn: &mut PgConnection) {
         let Ok(mut at) = self.figures_at.lock() else {
             return;

@@ -126,12 +126,12 @@ async fn a_replica_that_applied_every_delta_serves_the_bytes_of_one_that_loaded_
 
 #[test]
 fn a_gap_in_the_delta_log_makes_a_replica_reload() {
-    use coworking_analytics::cache::{ReportCache, Synced};
+    use coworking_analytics::cache::{CacheWriter, Synced};
     use coworking_analytics::refresh::{self, Mode};
     let db = migrated_db();
     let mut conn = db.conn();
     seed::load(&mut conn, PARAMS).unwrap();
-    let replica = ReportCache::new();
+    let mut replica = CacheWriter::new();
     let step = |conn: &mut diesel::PgConnection, i: u32| {
         write(conn, i);
         refresh::run(conn, Mode::Incremental, "t").unwrap();
@@ -159,38 +159,38 @@ fn a_gap_in_the_delta_log_makes_a_replica_reload() {
     step(&mut conn, 4);
     assert_eq!(replica.sync_from(&mut conn).unwrap(), Synced::Patched);
     let want = report::render_user_visits(&queries::definition_user_visits(&mut conn).unwrap());
-    assert_eq!(replica.current().unwrap().data.user_visits.body(), want);
+    assert_eq!(
+        replica.cache().current().unwrap().data.user_visits.body(),
+        want
+    );
 }
 
-/// The worker (after its start-up run) and the follower (at start) sync at the same moment: one of them loads the
-/// reports, the other finds them loaded. Before, both loaded everything at once: at 1M users that was twice the
-/// memory, and the replica kept the difference (142 MiB instead of 84, scripts/bench-freshness).
-#[test]
-fn concurrent_syncs_load_the_reports_once() {
-    use coworking_analytics::cache::ReportCache;
+/// The writer's own replica hears of its run three ways (the worker's wake-up, the NOTIFY, the poll), and at
+/// start-up the follower is also woken once the schema is ready: the follower alone loads, one sync after the
+/// other, so the reports are loaded once. Before, the worker and the follower both loaded at start-up: at 1M users
+/// that was twice the memory, and the replica kept the difference (142 MiB instead of 84, scripts/bench-freshness).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_replica_loads_the_reports_once() {
     let db = migrated_db();
-    let mut conn = db.conn();
-    seed::load(&mut conn, PARAMS).unwrap();
-    coworking_analytics::refresh::run(&mut conn, coworking_analytics::refresh::Mode::Full, "t")
-        .unwrap();
-    let cache = std::sync::Arc::new(ReportCache::new());
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let (cache, url) = (std::sync::Arc::clone(&cache), db.url.clone());
-            std::thread::spawn(move || {
-                let mut conn = coworking_analytics::db::connect(&url).unwrap();
-                cache.sync_from(&mut conn).unwrap()
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    seed::load(&mut db.conn(), PARAMS).unwrap();
+    coworking_analytics::refresh::run(
+        &mut db.conn(),
+        coworking_analytics::refresh::Mode::Full,
+        "t",
+    )
+    .unwrap();
+    let app = TestApp::new(&db.url).start().await;
+    let first = wait_for_run(&app, 0).await;
+    // A write, its run: the worker wakes the follower, the NOTIFY arrives as well; one patch.
+    write(&mut db.conn(), 0);
+    wait_for_run(&app, first).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(
-        cache.syncs(),
-        (0, 1),
-        "the reports were loaded more than once"
+        app.cache.syncs(),
+        (1, 1),
+        "the reports were loaded or patched more than once"
     );
+    app.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
 /// Routine runs (successful incremental ones) are kept a day, the rest of the history 30 days; the newest

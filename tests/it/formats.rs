@@ -5,7 +5,7 @@
 
 use crate::common::{self, gunzip, migrated_db, request, wait_for_run, TestApp};
 use chrono::NaiveDate;
-use coworking_analytics::cache::ReportCache;
+use coworking_analytics::cache::CacheWriter;
 use coworking_analytics::db::queries;
 use coworking_analytics::http::routes::AppState;
 use coworking_analytics::refresh::{self, Mode};
@@ -175,8 +175,9 @@ fn report_timezone_is_the_default_and_the_data_zone_gives_the_old_bytes() {
     let mut conn = db.conn();
     seed::load(&mut conn, PARAMS).unwrap();
     refresh::run(&mut conn, Mode::Incremental, "test").unwrap();
-    let cache = Arc::new(ReportCache::new());
-    cache.sync_from(&mut conn).unwrap();
+    let mut writer = CacheWriter::new();
+    writer.sync_from(&mut conn).unwrap();
+    let cache = Arc::clone(writer.cache());
     let body = |st: &AppState, uri: &str| {
         let (status, _, body) = common::route(st, uri, &[]);
         assert_eq!(status, 200, "{uri}");

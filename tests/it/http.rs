@@ -260,7 +260,7 @@ async fn a_tick_that_does_not_come_is_noticed_and_the_refresh_still_runs() {
             Duration::from_secs(30),
             coworking_analytics::db::PoolMode::Session,
         ),
-        None,
+        refresh::Caller::Worker,
         Arc::clone(&metrics),
         "watchdog-test".into(),
         coworking_analytics::logging::discard(),
@@ -275,6 +275,7 @@ async fn a_tick_that_does_not_come_is_noticed_and_the_refresh_still_runs() {
         metrics: Arc::clone(&metrics),
         check_interval: None,
         min_interval: Duration::from_millis(200),
+        wake: Arc::new(tokio::sync::Notify::new()),
         with_scheduler: false,
     };
     let task = tokio::spawn(worker::run(worker, rx));

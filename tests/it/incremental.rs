@@ -6,7 +6,7 @@
 
 use crate::common;
 use crate::common::migrated_db;
-use coworking_analytics::cache::{ReportCache, Synced};
+use coworking_analytics::cache::{CacheWriter, ReportCache, Synced};
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
@@ -140,7 +140,7 @@ fn apply(conn: &mut PgConnection, op: &Op) {
 
 thread_local! {
     /// The replica that follows every refresh of this thread's property run by the delta log, and how it synced.
-    static FOLLOWER: (ReportCache, RefCell<Vec<Synced>>) = (ReportCache::new(), RefCell::new(Vec::new()));
+    static FOLLOWER: (RefCell<CacheWriter>, RefCell<Vec<Synced>>) = (RefCell::new(CacheWriter::new()), RefCell::new(Vec::new()));
 }
 
 fn refresh_and_check(conn: &mut PgConnection, mode: Mode) {
@@ -155,9 +155,10 @@ fn refresh_and_check(conn: &mut PgConnection, mode: Mode) {
         Outcome::Skipped => panic!("{outcome:?}"),
     }
     common::assert_rollups_match_definition(conn);
-    FOLLOWER.with(|(cache, synced)| {
-        synced.borrow_mut().push(cache.sync_from(conn).unwrap());
-        assert_same_reports(cache, conn);
+    FOLLOWER.with(|(writer, synced)| {
+        let mut writer = writer.borrow_mut();
+        synced.borrow_mut().push(writer.sync_from(conn).unwrap());
+        assert_same_reports(writer.cache(), conn);
     });
 }
 
@@ -172,8 +173,9 @@ fn gz<E: coworking_analytics::cache::chunked::Entry>(
 fn assert_same_reports(follower: &ReportCache, conn: &mut PgConnection) {
     use coworking_analytics::cache::chunked::concat;
     use coworking_analytics::{db::queries, report};
-    let scratch = ReportCache::new();
+    let mut scratch = CacheWriter::new();
     assert_eq!(scratch.sync_from(conn).unwrap(), Synced::Reloaded);
+    let scratch = scratch.cache();
     let (a, b) = (follower.current().unwrap(), scratch.current().unwrap());
     assert_eq!(a.run_id, b.run_id);
     let (x, y) = (&a.data, &b.data);

@@ -3,19 +3,18 @@
 
 use crate::common;
 use crate::common::{add_token, add_user, migrated_db};
-use coworking_analytics::cache::Snapshot;
+use coworking_analytics::cache::{CacheWriter, Snapshot};
 use coworking_analytics::db::queries;
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 
-fn refresh_and_render(conn: &mut diesel::PgConnection) -> Snapshot {
+/// A full run, loaded by a new replica's cache writer (the follower's path).
+fn refresh_and_render(conn: &mut diesel::PgConnection) -> std::sync::Arc<Snapshot> {
     let outcome = refresh::run(conn, Mode::Full, "test").unwrap();
     assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
-    Snapshot::from_rollups(
-        queries::load_rollups(conn)
-            .unwrap()
-            .expect("a successful run"),
-    )
+    let mut writer = CacheWriter::new();
+    writer.sync_from(conn).unwrap();
+    writer.cache().current().expect("a successful run")
 }
 
 use crate::common::assert_rollups_match_definition;

@@ -4,7 +4,7 @@
 
 use crate::common::{migrated_db, request, wait_for_run, TestApp};
 use chrono::NaiveDate;
-use coworking_analytics::cache::ReportCache;
+use coworking_analytics::cache::CacheWriter;
 use coworking_analytics::db::queries;
 use coworking_analytics::http::caching::CachePolicy;
 use coworking_analytics::http::query::MAX_USER_IDS;
@@ -36,10 +36,10 @@ fn filtered_reports_equal_the_definition_restricted_to_the_filter() {
     let mut conn = db.conn();
     seed::load(&mut conn, PARAMS).unwrap();
     refresh::run(&mut conn, Mode::Incremental, "test").unwrap();
-    let cache = Arc::new(ReportCache::new());
-    cache.store(queries::load_rollups(&mut conn).unwrap().unwrap());
+    let mut writer = CacheWriter::new();
+    writer.sync_from(&mut conn).unwrap();
     let state = AppState {
-        cache,
+        cache: Arc::clone(writer.cache()),
         metrics: Arc::new(Metrics::new(Publisher::disabled())),
         readiness_max_age: std::time::Duration::from_secs(60),
         cache_policy: CachePolicy::new(None),

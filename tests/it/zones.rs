@@ -7,14 +7,13 @@
 
 use crate::common::{self, migrated_db};
 use chrono::NaiveDate;
-use coworking_analytics::cache::ReportCache;
+use coworking_analytics::cache::CacheWriter;
 use coworking_analytics::db::queries::{self, DayRow};
 use coworking_analytics::http::routes::AppState;
 use coworking_analytics::refresh::{self, Mode};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
 use proptest::prelude::*;
-use std::sync::Arc;
 
 const ZONES: [&str; 4] = ["UTC", "America/New_York", "Europe/Berlin", "Asia/Kathmandu"];
 
@@ -268,8 +267,8 @@ fn every_zone_period_and_format_equals_postgresql_after_any_writes() {
             "INSERT INTO users (id, first_name, last_name, joined_at) VALUES \
              (1, 'A', 'B', '2026-01-01'), (2, 'C', 'D', '2026-01-02'), (3, 'E', 'F', '2026-01-03')",
         ).unwrap();
-        let follower = Arc::new(ReportCache::new());
-        let st = common::app_state(&follower, data, None);
+        let mut follower = CacheWriter::new();
+        let st = common::app_state(follower.cache(), data, None);
         for op in ops.iter().chain([&Op::Refresh]) {
             apply(&mut conn, op);
             if matches!(op, Op::Refresh) {
