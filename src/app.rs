@@ -84,7 +84,7 @@ pub fn start(
                 .is_none()
                 .then(|| config.refresh_schedule.cron().clone()),
         ),
-        zones: http::routes::ZoneSettings {
+        zones: crate::report::Zones {
             data: config.data_timezone,
             report: config.report_timezone,
         },

@@ -19,7 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the service: migrate, then the refresh worker (on REFRESH_SCHEDULE) and the HTTP server on APP_PORT.
+    /// Run the service: migrate, then the refresh worker (checking for captured changes every
+    /// REFRESH_CHECK_INTERVAL, with REFRESH_SCHEDULE as the backstop), the follower and the HTTP server on APP_PORT.
     Serve(Settings),
     /// Run one refresh of the rollup tables and exit: 0 on success (or when another writer holds the lock),
     /// 1 on failure. Meant for a Kubernetes CronJob. Incremental by default: applies the changes captured since
@@ -36,6 +37,27 @@ pub enum Command {
     /// Print the environment variables the binary reads, one per line (checked against the manifests).
     #[command(hide = true)]
     Variables,
+    /// Print the SQL a report is defined by (the old service's queries, the zone reports), for the scripts: the
+    /// one place it is written.
+    #[cfg(feature = "dev-tools")]
+    #[command(hide = true)]
+    Definition(DefinitionArgs),
+}
+
+#[cfg(feature = "dev-tools")]
+#[derive(Debug, clap::Args)]
+pub struct DefinitionArgs {
+    #[arg(value_enum)]
+    pub report: crate::db::definitions::Definition,
+    /// The zone the stored timestamps are in.
+    #[arg(long, default_value = "UTC")]
+    pub data_zone: String,
+    /// The zone the report is counted in.
+    #[arg(long, default_value = "UTC")]
+    pub zone: String,
+    /// day, week or month (for `periods`).
+    #[arg(long, default_value = "day")]
+    pub period: String,
 }
 
 #[cfg(feature = "dev-tools")]

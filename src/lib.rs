@@ -1,10 +1,12 @@
 //! coworking-analytics: precomputed coworking usage reports.
 //!
 //! The data path, module by module:
-//! `tokens`/`users` (base tables) -> [`refresh`] (one transaction, run by the [`worker`] on a schedule) ->
-//! rollup tables ([`db`]) -> [`cache`] (rendered and compressed bodies and the [`dashboard`] page, swapped
-//! atomically, on every replica, kept current by the [`follower`]) -> [`http`].
-//! [`formats`] has the reports' other bodies (periods, occupancy, CSV).
+//! `tokens`/`users` (base tables, change capture by triggers) -> [`refresh`] (one transaction, run by the
+//! [`worker`] as soon as its 100 ms check finds a captured change, the schedule as the backstop) -> rollup tables
+//! and the delta log ([`db`]) -> [`cache`] (on every replica, written only by its [`follower`]: immutable
+//! snapshots of chunked, compressed bodies, swapped atomically; it answers each request with a representation,
+//! the [`dashboard`] page included) -> [`http`] (routing, negotiation, validators, headers).
+//! [`report`] holds the words all of them share: the report kinds, rows, changes, bodies and parameters.
 //! [`app`] wires them together for `serve`; [`config`] and [`logging`] are read by all of them; [`metrics`]
 //! branch off the worker and the server.
 //!
@@ -22,7 +24,6 @@ pub mod db;
 #[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod follower;
-pub mod formats;
 pub mod http;
 pub mod logging;
 pub mod metrics;

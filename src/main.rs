@@ -41,6 +41,15 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        #[cfg(feature = "dev-tools")]
+        Command::Definition(args) => {
+            use coworking_analytics::db::definitions::sql_text;
+            println!(
+                "{}",
+                sql_text(args.report, &args.data_zone, &args.zone, &args.period)
+            );
+            return ExitCode::SUCCESS;
+        }
         Command::Seed(args) if args.format == SeedFormat::Sql => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             return match seed::write_sql(commands::seed_params(args), &mut out) {
@@ -60,6 +69,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "dev-tools")]
         Command::Demo(args) => (&args.config, None),
         Command::Variables => return ExitCode::SUCCESS,
+        #[cfg(feature = "dev-tools")]
+        Command::Definition(_) => return ExitCode::SUCCESS,
     };
     let database = match database.map(|d| d.target()).transpose() {
         Ok(d) => d,

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use sha2::{Digest, Sha256};
 
-use super::chunked::Entry;
+use crate::report::Entry;
 
 /// Raw deflate of `data`, ended by a sync flush: byte-aligned, not final, independent of anything before it.
 pub(super) fn deflate_block(data: &[u8], level: Compression) -> Vec<u8> {

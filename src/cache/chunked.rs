@@ -18,19 +18,15 @@ use sha2::{Digest, Sha256};
 use std::sync::{Arc, LazyLock};
 
 use super::chunk::{deflate_block, Chunk};
-use super::rendered::{Encoded, MIN_COMPRESS_BYTES};
+use super::rendered::MIN_COMPRESS_BYTES;
+pub use crate::report::Entry;
+use crate::report::{Body, Representation};
 
-/// One entry of a report.
-pub trait Entry: Clone + PartialEq + Send + Sync + std::fmt::Debug + 'static {
-    /// The sort key: entries are in ascending key order, one per key.
-    fn key(&self) -> i64;
-    /// Appends the entry's JSON text (`"key":value`).
-    fn render(&self, out: &mut Vec<u8>);
-    /// The entry [`Entry::render`] wrote as `text` (its inverse: chunks keep only their text).
-    fn parse(text: &[u8]) -> Option<Self>;
-    /// The key of the entry in `text`, without parsing the rest.
-    fn parse_key(text: &[u8]) -> Option<i64>;
-}
+/// Days per chunk of the daily-usage body (`2^DAY_SHIFT`): about 1.2 kB of text.
+pub const DAY_SHIFT: u32 = 6;
+/// User ids per chunk of the user-visits body (`2^USER_SHIFT`): about 15 kB of text, a fraction of a
+/// millisecond to re-render and recompress when one of its members checks in.
+pub const USER_SHIFT: u32 = 8;
 
 /// gzip header: deflate, no name, no time, unknown OS (what flate2 writes at the default level).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -216,9 +212,15 @@ impl<E: Entry> Chunked<E> {
         c.find(key).and_then(|i| E::parse(c.entry(i)))
     }
 
-    /// The identity body in one buffer (a copy: tests and small bodies; serving writes the parts).
-    pub fn body(&self) -> Bytes {
-        Bytes::from(concat(&self.identity_parts()))
+    /// The whole report, gzipped when `gzip` and the body is worth compressing, as the parts of its chunks.
+    pub fn whole(&self, gzip: bool) -> Representation {
+        match self.gzip_parts().filter(|_| gzip) {
+            Some(parts) => Representation {
+                gzipped: true,
+                ..Representation::json(Body::parts(parts), self.gzip_etag.clone())
+            },
+            None => Representation::json(Body::parts(self.identity_parts()), self.etag.clone()),
+        }
     }
 
     /// The identity body as parts to be written in order.
@@ -265,7 +267,7 @@ impl<E: Entry> Chunked<E> {
     }
 
     /// The body of the entries with keys in `lo..=hi`, and how many there are.
-    pub fn range(&self, lo: i64, hi: i64, filter: &str) -> (Encoded, usize) {
+    pub fn range(&self, lo: i64, hi: i64, filter: &str) -> (Representation, usize) {
         let picked = self.chunks.iter().flat_map(|c| {
             let a = c.partition_point(|k| k < lo);
             let b = c.partition_point(|k| k <= hi);
@@ -275,7 +277,7 @@ impl<E: Entry> Chunked<E> {
     }
 
     /// The first `limit` entries with keys `>= lo` as a body, and the last one's key when more follow.
-    pub fn page(&self, lo: i64, limit: usize, filter: &str) -> (Encoded, Option<i64>) {
+    pub fn page(&self, lo: i64, limit: usize, filter: &str) -> (Representation, Option<i64>) {
         let first = self.chunks.partition_point(|c| c.no < lo >> self.shift);
         let mut picked: Vec<&[u8]> = self.chunks[first..]
             .iter()
@@ -302,7 +304,7 @@ impl<E: Entry> Chunked<E> {
     }
 
     /// The body of the entries with these keys (ascending; absent ones skipped), and how many there are.
-    pub fn keys(&self, keys: &[i64], filter: &str) -> (Encoded, usize) {
+    pub fn keys(&self, keys: &[i64], filter: &str) -> (Representation, usize) {
         let picked = keys.iter().filter_map(|&k| {
             let no = k >> self.shift;
             let c = &self.chunks[self.chunks.binary_search_by_key(&no, |c| c.no).ok()?];
@@ -318,7 +320,7 @@ impl<E: Entry> Chunked<E> {
         &self,
         entries: impl Iterator<Item = &'a [u8]>,
         filter: &str,
-    ) -> (Encoded, usize) {
+    ) -> (Representation, usize) {
         let mut out = BytesMut::with_capacity(64);
         out.put_u8(b'{');
         let mut n = 0;
@@ -336,22 +338,10 @@ impl<E: Entry> Chunked<E> {
             .map(|b| format!("{b:02x}"))
             .collect();
         (
-            Encoded {
-                body: out.freeze(),
-                etag: format!("\"{base}-{filter_tag}\""),
-            },
+            Representation::json(out.freeze(), format!("\"{base}-{filter_tag}\"")),
             n,
         )
     }
-}
-
-/// The whole identity body in one buffer (tests, the reference renderer's comparison).
-pub fn concat(parts: &[Bytes]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
-    for p in parts {
-        out.extend_from_slice(p);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,10 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+
+fn concat(parts: &[Bytes]) -> Vec<u8> {
+    parts.iter().flat_map(|p| p.iter().copied()).collect()
+}
 use std::io::Read;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,11 +107,11 @@ fn empty_and_tiny_reports() {
 fn subsets_keep_the_format() {
     let c = Chunked::build((0..100).map(|i| E(i, i)).collect(), 3);
     assert_eq!(
-        &c.range(5, 7, "x").0.body[..],
+        &c.range(5, 7, "x").0.body.to_vec()[..],
         b"{\"5\":5,\"6\":6,\"7\":7}\n"
     );
     assert_eq!(
-        &c.keys(&[2, 50, 500], "y").0.body[..],
+        &c.keys(&[2, 50, 500], "y").0.body.to_vec()[..],
         b"{\"2\":2,\"50\":50}\n"
     );
     assert_eq!(c.keys(&[500], "y").1, 0);

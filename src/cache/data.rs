@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use super::chunked::{Chunked, Entry};
-use super::local::{self, Local, Quarters, Zones};
-use super::rendered::Rendered;
+use super::local::{self, Local, Quarters};
+use super::rendered::Encodings;
 use crate::dashboard::{Figures, Visits};
-use crate::db::deltas::{self, Delta};
-use crate::db::queries::{DayRow, UserRow};
+use crate::db::deltas;
+use crate::report::{Change, DayRow, Media, UserRow, Zones};
 
 /// The reports of one rollup state (shared by every snapshot of the same data version).
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub struct ReportData {
     zones: std::sync::Mutex<std::collections::HashMap<Zones, Arc<Local>>>,
     /// Bodies derived on request (other zones, periods, occupancy, CSV), by their canonical request, so that a
     /// repeated request is a lookup: at most [`MEMO_ENTRIES`], dropped with this data.
-    memo: std::sync::Mutex<std::collections::HashMap<String, Arc<Rendered>>>,
+    memo: std::sync::Mutex<std::collections::HashMap<String, Arc<Encodings>>>,
 }
 
 /// A poisoned lock still holds a consistent map (every insert is one call): use it.
@@ -68,8 +68,9 @@ impl ReportData {
         }
     }
 
-    /// The check-ins per local day and hour in `zones.report` (built on first use, then kept).
+    /// The check-ins per local day and hour in the report zone of `zones` (built on first use, then kept).
     pub fn local(&self, zones: Zones) -> Arc<Local> {
+        let zones = zones.resolved();
         if let Some(l) = lock(&self.zones).get(&zones) {
             return Arc::clone(l);
         }
@@ -82,12 +83,18 @@ impl ReportData {
         built
     }
 
-    /// The body for request `key`, rendered by `render` on the first request and kept for the next ones.
-    pub fn memo(&self, key: &str, render: impl FnOnce() -> Vec<u8>) -> Arc<Rendered> {
+    /// The body for request `key` (of type `media`), rendered by `render` on the first request and kept for the
+    /// next ones.
+    pub fn memo(
+        &self,
+        key: &str,
+        media: Media,
+        render: impl FnOnce() -> Vec<u8>,
+    ) -> Arc<Encodings> {
         if let Some(r) = lock(&self.memo).get(key) {
             return Arc::clone(r);
         }
-        let rendered = Arc::new(Rendered::new(render()));
+        let rendered = Arc::new(Encodings::new(render(), media));
         let mut held = lock(&self.memo);
         if held.len() < MEMO_ENTRIES {
             held.insert(key.to_owned(), Arc::clone(&rendered));
@@ -96,21 +103,15 @@ impl ReportData {
     }
 
     /// This data with the logged `changes` applied (in run order), as of run `link`.
-    pub(super) fn patched(&self, link: &deltas::Link, changes: Vec<Delta>) -> Self {
+    pub(super) fn patched(&self, link: &deltas::Link, changes: Vec<Change>) -> Self {
         let (mut days, mut users, mut quarters) = (Vec::new(), Vec::new(), Vec::new());
-        for d in changes {
-            if let (Some(bucket), Some(checkins)) = (d.bucket, d.checkins) {
-                quarters.push((local::key(bucket), checkins));
-            } else if let (Some(day), Some(checkins)) = (d.day, d.checkins) {
-                let row = DayRow { day, checkins };
-                days.push((row.key(), (checkins > 0).then_some(row)));
-            } else if let (Some(user_id), Some(visits)) = (d.user_id, d.visits) {
-                let row = UserRow {
-                    user_id,
-                    joined_at: d.joined_at,
-                    visits,
-                };
-                users.push((row.key(), (visits > 0).then_some(row)));
+        for change in changes {
+            match change {
+                Change::Quarter { bucket, checkins } => {
+                    quarters.push((local::key(bucket), checkins))
+                }
+                Change::Day(row) => days.push((row.key(), (row.checkins > 0).then_some(row))),
+                Change::User(row) => users.push((row.key(), (row.visits > 0).then_some(row))),
             }
         }
         // The histogram moves from each user's held count to its last logged one.

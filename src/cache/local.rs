@@ -15,7 +15,7 @@ use chrono::offset::LocalResult;
 use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 
-use crate::db::queries::QuarterRow;
+use crate::report::{Granularity, QuarterRow, Zones};
 
 /// Seconds per bucket.
 const QUARTER_SECS: i64 = 900;
@@ -80,14 +80,21 @@ impl Quarters {
     }
 }
 
-/// The stored data's zone and the zone a report is asked in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Zones {
-    pub data: Tz,
-    pub report: Tz,
+/// The stored data's zone and the zone a report is counted in, resolved.
+#[derive(Debug, Clone, Copy)]
+struct Convert {
+    data: Tz,
+    report: Tz,
 }
 
-impl Zones {
+impl Convert {
+    fn of(zones: Zones) -> Self {
+        Convert {
+            data: zones.data,
+            report: zones.report_zone(),
+        }
+    }
+
     /// A stored wall-clock time as the instant PostgreSQL takes it for (`ts AT TIME ZONE data`), in UTC.
     fn to_utc(self, local: NaiveDateTime) -> NaiveDateTime {
         match self.data.from_local_datetime(&local) {
@@ -130,30 +137,10 @@ pub struct Local {
     days: Vec<(NaiveDate, [i64; 24])>,
 }
 
-/// How `daily_usage` groups days.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Granularity {
-    #[default]
-    Day,
-    /// ISO weeks, from Monday.
-    Week,
-    Month,
-}
-
-impl Granularity {
-    /// The first day of the period holding `d` (the period's key).
-    pub fn start(self, d: NaiveDate) -> NaiveDate {
-        match self {
-            Granularity::Day => d,
-            Granularity::Week => d - Days::new(u64::from(d.weekday().num_days_from_monday())),
-            Granularity::Month => d.with_day(1).unwrap_or(d),
-        }
-    }
-}
-
 impl Local {
-    /// The buckets as seen in `zones.report`.
+    /// The buckets as seen in the report zone of `zones`.
     pub fn build(quarters: &Quarters, zones: Zones) -> Local {
+        let zones = Convert::of(zones);
         let mut local = Local::default();
         let mut i = 0;
         while i < quarters.0.len() {
@@ -171,6 +158,7 @@ impl Local {
 
     /// This view with the buckets' count changes (`(key, new - old)`) applied.
     pub fn patched(&self, diffs: &[(i64, i64)], zones: Zones) -> Local {
+        let zones = Convert::of(zones);
         let mut local = self.clone();
         for &(k, diff) in diffs {
             if let Some(t) = start(k) {

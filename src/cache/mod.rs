@@ -7,6 +7,7 @@
 //! half-built snapshot, and keep the old one alive until they finish with it. A failed sync or a database
 //! outage simply never stores, so the last good snapshot stays served.
 
+mod answer;
 mod chunk;
 pub mod chunked;
 mod data;
@@ -22,12 +23,12 @@ use std::sync::Arc;
 
 use crate::dashboard::Visits;
 use crate::db::queries::{self, RunStamp};
-use crate::report;
+pub use answer::Ask;
+use chunked::Chunked;
 pub use data::ReportData;
 use diesel::pg::PgConnection;
 pub use history::Divergence;
 use local::Quarters;
-pub use rendered::{Encoded, Rendered};
 pub use sync::CacheWriter;
 
 /// How many runs the dashboard lists, and how often a sync re-reads them when no new run came.
@@ -53,9 +54,9 @@ impl Snapshot {
     /// Loads the rollups from the database and renders them, a page of users at a time; `None` before the first
     /// successful refresh.
     pub fn load(conn: &mut PgConnection) -> diesel::QueryResult<Option<Self>> {
-        let mut users = chunked::Builder::new(report::USER_SHIFT);
+        let mut users = chunked::Builder::new(chunked::USER_SHIFT);
         let mut visits = Visits::default();
-        let Some(rollups) = queries::load_rollups_paged(conn, |page| {
+        let Some(rollups) = crate::db::load::load_rollups_paged(conn, |page| {
             for u in page {
                 visits.apply(None, Some(u.visits));
                 users.push(u);
@@ -67,7 +68,7 @@ impl Snapshot {
         let data = Arc::new(ReportData::new(
             rollups.run.data_version,
             rollups.changed_at,
-            report::daily_usage(rollups.days),
+            Chunked::build(rollups.days, chunked::DAY_SHIFT),
             users.finish(),
             visits,
             Quarters::from_rows(&rollups.quarters),

@@ -142,8 +142,8 @@ impl CacheWriter {
                     .filter_map(|l| l.delta_rows)
                     .map(i64::from)
                     .sum();
-                let rows = deltas::read(conn, from, run.data_version)?;
-                let complete = base == run.data_version && rows.len() as i64 == logged;
+                let (rows, read) = deltas::read(conn, from, run.data_version)?;
+                let complete = base == run.data_version && read as i64 == logged;
                 Ok(Some((
                     run,
                     Ok((complete && !links.is_empty()).then_some((links, rows))),

@@ -16,7 +16,7 @@ use clap::{Args, CommandFactory, Parser};
 use conninfo::conninfo_quote;
 pub use conninfo::{redact, split_tls, with_dbname, TlsSettings};
 use std::time::Duration;
-pub use values::{Schedule, Secret};
+pub use values::{MigratePolicy, PoolMode, Schedule, Secret};
 
 /// The default refresh schedule: every 30 seconds (cron with a leading seconds field, UTC).
 pub const DEFAULT_SCHEDULE: &str = "*/30 * * * * *";
@@ -64,14 +64,6 @@ pub struct Database {
 }
 
 impl Database {
-    /// A database given by a connection string.
-    pub fn url(url: impl Into<String>) -> Self {
-        Database {
-            database_url: Some(Secret::new(url)),
-            ..Database::default()
-        }
-    }
-
     /// The target these settings name, or which variable is missing.
     pub fn target(&self) -> Result<DatabaseTarget, ConfigError> {
         if let Some(url) = &self.database_url {
@@ -151,14 +143,14 @@ pub struct Config {
     /// session: a direct connection or a session-pooling PgBouncer; transaction: PgBouncer in transaction mode
     /// (statements unnamed, no session settings, LISTEN only through DB_LISTEN_URL, else polling).
     #[arg(long, env = "DB_POOL_MODE", value_enum, default_value = "session")]
-    pub db_pool_mode: crate::db::PoolMode,
+    pub db_pool_mode: PoolMode,
     /// A direct connection string for the follower's LISTEN, when DATABASE_URL goes through a transaction pooler
     /// (default: the database's own connection, in session mode; none in transaction mode).
     #[arg(long, env = "DB_LISTEN_URL", hide_env_values = true)]
     pub db_listen_url: Option<Secret>,
     /// At start-up: apply pending migrations, or only check that none are pending (least-privileged role).
     #[arg(long, env = "DB_MIGRATE", value_enum, default_value = "apply")]
-    pub db_migrate: crate::db::MigratePolicy,
+    pub db_migrate: MigratePolicy,
     /// The address the HTTP server binds (0.0.0.0: all interfaces; 127.0.0.1 or :: and the like).
     #[arg(long, env = "APP_HOST", default_value = "0.0.0.0")]
     pub app_host: std::net::IpAddr,
@@ -182,7 +174,8 @@ pub struct Config {
     /// stays as the backstop); off: only the schedule refreshes.
     #[arg(long, env = "REFRESH_CHECK_INTERVAL", default_value = "100ms", value_parser = values::duration_or_off)]
     pub refresh_check_interval: values::OrOff,
-    /// Least time between the starts of two refreshes by one worker: bounds the load under a stream of writes.
+    /// Least time from the end of the newest refresh (by any writer) to the start of the next one that a captured
+    /// change asks for: bounds the load under a stream of writes, whatever the number of replicas.
     #[arg(long, env = "REFRESH_MIN_INTERVAL", default_value = "200ms", value_parser = values::duration)]
     pub refresh_min_interval: Duration,
     /// When the worker verifies a sample of the rollups against the base tables (7 days and 1/168 of the users, rotating)
@@ -225,8 +218,8 @@ impl Config {
     pub fn listen_target(&self, database: &DatabaseTarget) -> Option<String> {
         match (&self.db_listen_url, self.db_pool_mode) {
             (Some(url), _) => Some(url.expose().to_owned()),
-            (None, crate::db::PoolMode::Session) => Some(database.connection_string()),
-            (None, crate::db::PoolMode::Transaction) => None,
+            (None, PoolMode::Session) => Some(database.connection_string()),
+            (None, PoolMode::Transaction) => None,
         }
     }
 

@@ -238,3 +238,27 @@ mod tests {
         assert!(cloudwatch_name("caf\u{e9}").is_err());
     }
 }
+
+/// How the service reaches PostgreSQL (`DB_POOL_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PoolMode {
+    /// A direct connection, or a pooler in session mode: session state and named prepared statements work.
+    #[default]
+    Session,
+    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`): consecutive transactions of one client
+    /// may run on different server connections, so nothing may outlive a transaction. Statements are sent
+    /// unnamed (no prepared-statement cache), no session setting is made (the refresh sets its timeouts with
+    /// `SET LOCAL`), and LISTEN needs a direct connection (`DB_LISTEN_URL`).
+    Transaction,
+}
+
+/// What start-up does about the schema (`DB_MIGRATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MigratePolicy {
+    /// Apply pending migrations (needs the owner role).
+    #[default]
+    Apply,
+    /// Only check that none are pending; for a least-privileged role (db/03_app_role.sql), with the migrations
+    /// run separately as the owner by `coworking-analytics migrate`.
+    Check,
+}

@@ -5,7 +5,7 @@
 use chrono::{Datelike, Days, Months, NaiveDate};
 use std::fmt::Write;
 
-use crate::cache::local::Granularity;
+use crate::report::Granularity;
 
 const WIDTH: f64 = 1000.0;
 const HEIGHT: f64 = 300.0;

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::formats::WEEKDAYS;
+use crate::report::formats::WEEKDAYS;
 
 /// Viridis in eight steps, darkest (fewest) first.
 pub const RAMP: [&str; 8] = [

@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::db::queries::RunSummary;
-use crate::formats::WEEKDAYS;
+use crate::report::formats::WEEKDAYS;
 use figures::VISIT_BUCKETS;
 pub use figures::{Figures, Visits};
 pub use panel::View;

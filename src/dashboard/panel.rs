@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use maud::{html, Markup};
 
-use crate::cache::local::Granularity;
 use crate::db::queries::RunSummary;
+use crate::report::Granularity;
 
 /// The zones the page links to, besides the data's own days and `REPORT_TIMEZONE`.
 pub const ZONE_LINKS: [&str; 8] = [

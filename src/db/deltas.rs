@@ -1,37 +1,18 @@
-//! SQL of the delta log (migration 9): the writer logs what a refresh changed, every replica reads what changed
-//! since the data version it holds; and the cheap checks of what is pending.
+//! SQL of the delta log's reading side (migration 9): every replica reads what changed since the data version it
+//! holds, decoded here into [`Change`]s; pruning; the worker's cheap check of what is pending, and the data's
+//! horizon. A run's changes are logged by the file that computes them (`incremental.rs`, whose temp tables
+//! hold them).
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Date, Integer, Nullable, Timestamp, Timestamptz};
 
+pub use crate::report::Change;
+use crate::report::{DayRow, UserRow};
+
 /// How long the log keeps a run's rows: a replica further behind than this loads everything.
 pub const KEEP_MINUTES: i32 = 10;
-
-/// Inside the refresh's transaction, after an incremental run recomputed the rows named in its temp tables
-/// (`src/db/incremental.rs`): logs their new values under `run_id` and records the chain link on the run's
-/// history row. Returns the number of rows logged.
-pub fn log_run(conn: &mut PgConnection, run_id: i64, base_version: i64) -> QueryResult<i64> {
-    let logged = diesel::sql_query(
-        "INSERT INTO rollup_deltas (run_id, day, bucket, checkins, user_id, joined_at, visits) \
-         SELECT $1, day, NULL::timestamp, greatest(n, 0), NULL::integer, NULL::timestamp, NULL::int8 \
-         FROM refresh_day_rows \
-         UNION ALL \
-         SELECT $1, NULL::date, bucket, n, NULL::integer, NULL::timestamp, NULL::int8 FROM refresh_quarter_rows \
-         UNION ALL \
-         SELECT $1, NULL::date, NULL::timestamp, NULL::int8, user_id, joined_at, greatest(visits, 0) \
-         FROM refresh_user_rows",
-    )
-    .bind::<BigInt, _>(run_id)
-    .execute(conn)? as i64;
-    diesel::sql_query("UPDATE refresh_runs SET base_version = $2, delta_rows = $3 WHERE id = $1")
-        .bind::<BigInt, _>(run_id)
-        .bind::<BigInt, _>(base_version)
-        .bind::<Integer, _>(i32::try_from(logged).unwrap_or(-1))
-        .execute(conn)?;
-    Ok(logged)
-}
 
 /// Drops the rows of runs that finished more than [`KEEP_MINUTES`] ago (by the run id index).
 pub fn prune(conn: &mut PgConnection) -> QueryResult<usize> {
@@ -69,35 +50,68 @@ pub fn changing_runs(conn: &mut PgConnection, after: i64, upto: i64) -> QueryRes
     .load(conn)
 }
 
-/// One logged change: a day's or a quarter hour's new count, or a user's new row.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
-pub struct Delta {
-    #[diesel(sql_type = BigInt)]
-    pub run_id: i64,
+/// One logged row as stored (migration 9 and 10): a day's, a quarter hour's or a user's columns, the others
+/// NULL. Decoded into a [`Change`] by [`read`] and nowhere else.
+#[derive(QueryableByName)]
+struct LoggedRow {
     #[diesel(sql_type = Nullable<Date>)]
-    pub day: Option<NaiveDate>,
-    /// A quarter hour's start (migration 10); `checkins` is then that bucket's count.
+    day: Option<NaiveDate>,
     #[diesel(sql_type = Nullable<Timestamp>)]
-    pub bucket: Option<NaiveDateTime>,
+    bucket: Option<NaiveDateTime>,
     #[diesel(sql_type = Nullable<BigInt>)]
-    pub checkins: Option<i64>,
+    checkins: Option<i64>,
     #[diesel(sql_type = Nullable<Integer>)]
-    pub user_id: Option<i32>,
+    user_id: Option<i32>,
     #[diesel(sql_type = Nullable<Timestamp>)]
-    pub joined_at: Option<NaiveDateTime>,
+    joined_at: Option<NaiveDateTime>,
     #[diesel(sql_type = Nullable<BigInt>)]
-    pub visits: Option<i64>,
+    visits: Option<i64>,
 }
 
-/// The logged changes of runs after `after` up to `upto`, in run order.
-pub fn read(conn: &mut PgConnection, after: i64, upto: i64) -> QueryResult<Vec<Delta>> {
-    diesel::sql_query(
-        "SELECT run_id, day, bucket, checkins, user_id, joined_at, visits FROM rollup_deltas \
+impl LoggedRow {
+    /// The change this row logs; `None` for a row that names nothing whole (never written by a run).
+    fn decode(self) -> Option<Change> {
+        match self {
+            LoggedRow {
+                bucket: Some(bucket),
+                checkins: Some(checkins),
+                ..
+            } => Some(Change::Quarter { bucket, checkins }),
+            LoggedRow {
+                day: Some(day),
+                checkins: Some(checkins),
+                ..
+            } => Some(Change::Day(DayRow { day, checkins })),
+            LoggedRow {
+                user_id: Some(user_id),
+                visits: Some(visits),
+                joined_at,
+                ..
+            } => Some(Change::User(UserRow {
+                user_id,
+                joined_at,
+                visits,
+            })),
+            _ => None,
+        }
+    }
+}
+
+/// The logged changes of runs after `after` up to `upto`, in run order, and how many rows were read (a row that
+/// decodes to nothing still counts, so a damaged log shows as incomplete).
+pub fn read(conn: &mut PgConnection, after: i64, upto: i64) -> QueryResult<(Vec<Change>, usize)> {
+    let rows: Vec<LoggedRow> = diesel::sql_query(
+        "SELECT day, bucket, checkins, user_id, joined_at, visits FROM rollup_deltas \
          WHERE run_id > $1 AND run_id <= $2 ORDER BY run_id",
     )
     .bind::<BigInt, _>(after)
     .bind::<BigInt, _>(upto)
-    .load(conn)
+    .load(conn)?;
+    let read = rows.len();
+    Ok((
+        rows.into_iter().filter_map(LoggedRow::decode).collect(),
+        read,
+    ))
 }
 
 /// What the worker's check finds.

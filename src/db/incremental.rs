@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Date, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Date, Integer, Nullable, Text};
 
 use super::queries::RecomputeCounts;
 
@@ -177,6 +177,30 @@ pub struct PendingBySource {
     pub users: i64,
     #[diesel(sql_type = Bool)]
     pub full_rebuild: bool,
+}
+
+/// After [`apply_changes`] recomputed the rows named in this file's temp tables, in the same transaction: logs
+/// their new values to the delta log (`rollup_deltas`, read by every replica through `deltas::read`) under
+/// `run_id`, and records the chain link on the run's history row. Returns the number of rows logged.
+pub fn log_changes(conn: &mut PgConnection, run_id: i64, base_version: i64) -> QueryResult<i64> {
+    let logged = diesel::sql_query(
+        "INSERT INTO rollup_deltas (run_id, day, bucket, checkins, user_id, joined_at, visits) \
+         SELECT $1, day, NULL::timestamp, greatest(n, 0), NULL::integer, NULL::timestamp, NULL::int8 \
+         FROM refresh_day_rows \
+         UNION ALL \
+         SELECT $1, NULL::date, bucket, n, NULL::integer, NULL::timestamp, NULL::int8 FROM refresh_quarter_rows \
+         UNION ALL \
+         SELECT $1, NULL::date, NULL::timestamp, NULL::int8, user_id, joined_at, greatest(visits, 0) \
+         FROM refresh_user_rows",
+    )
+    .bind::<BigInt, _>(run_id)
+    .execute(conn)? as i64;
+    diesel::sql_query("UPDATE refresh_runs SET base_version = $2, delta_rows = $3 WHERE id = $1")
+        .bind::<BigInt, _>(run_id)
+        .bind::<BigInt, _>(base_version)
+        .bind::<Integer, _>(i32::try_from(logged).unwrap_or(-1))
+        .execute(conn)?;
+    Ok(logged)
 }
 
 /// The pending changes, grouped by the statement kind that recorded them, without consuming them.

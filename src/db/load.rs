@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
-use super::queries::{latest_success, DayRow, QuarterRow, RunStamp, UserRow};
+use super::queries::{latest_success, RunStamp};
+use crate::report::{DayRow, QuarterRow, UserRow};
 use crate::schema::{daily_usage_rollup, refresh_runs, user_visits_rollup};
 
 /// The full rollup contents and the run that produced them, read from one snapshot.
@@ -21,7 +22,9 @@ pub struct Rollups {
     pub users: Vec<UserRow>,
 }
 
-/// Reads the rollups in one REPEATABLE READ, read-only transaction; `None` before the first successful refresh.
+/// Reads the rollups in one REPEATABLE READ, read-only transaction; `None` before the first successful refresh
+/// (the tests' whole view of them).
+#[cfg(feature = "dev-tools")]
 pub fn load_rollups(conn: &mut PgConnection) -> QueryResult<Option<Rollups>> {
     let mut users = Vec::new();
     let loaded = load_rollups_paged(conn, |page| users.extend(page))?;
@@ -31,7 +34,8 @@ pub fn load_rollups(conn: &mut PgConnection) -> QueryResult<Option<Rollups>> {
 /// Users per page of [`load_rollups_paged`].
 const USER_PAGE: i64 = 20_000;
 
-/// [`load_rollups`], handing the user rows to `each_page` a page at a time, in id order (the returned `users` is
+/// The rollups, read in one REPEATABLE READ, read-only transaction (`None` before the first successful
+/// refresh), handing the user rows to `each_page` a page at a time, in id order (the returned `users` is
 /// empty): a replica loading 1M users never holds them all, nor the driver's whole result.
 pub fn load_rollups_paged(
     conn: &mut PgConnection,
@@ -85,7 +89,8 @@ pub fn load_rollups_paged(
         })
 }
 
-/// The rollup tables as they are, without the run (also what the tests compare with the definition).
+/// The rollup tables as they are, without the run (what the tests compare with the definition).
+#[cfg(feature = "dev-tools")]
 pub fn rollup_contents(conn: &mut PgConnection) -> QueryResult<(Vec<DayRow>, Vec<UserRow>)> {
     let days = daily_usage_rollup::table
         .order(daily_usage_rollup::day)
@@ -102,7 +107,7 @@ pub fn rollup_contents(conn: &mut PgConnection) -> QueryResult<(Vec<DayRow>, Vec
     Ok((days, users))
 }
 
-/// The quarter-hour rollup, ascending.
+/// The quarter-hour rollup, ascending (loaded whole: at most 96 rows a day).
 pub fn quarter_contents(conn: &mut PgConnection) -> QueryResult<Vec<QuarterRow>> {
     diesel::sql_query("SELECT bucket, checkins FROM checkin_quarters_rollup ORDER BY bucket")
         .load(conn)

@@ -27,6 +27,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::time::Duration;
 
 use crate::config::redact;
+pub use crate::config::{MigratePolicy, PoolMode};
 
 /// The SQL migrations under `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -53,19 +54,6 @@ pub enum DbError {
         pending.join(",")
     )]
     SchemaBehind { pending: Vec<String> },
-}
-
-/// How the service reaches PostgreSQL (`DB_POOL_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum PoolMode {
-    /// A direct connection, or a pooler in session mode: session state and named prepared statements work.
-    #[default]
-    Session,
-    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`): consecutive transactions of one client
-    /// may run on different server connections, so nothing may outlive a transaction. Statements are sent
-    /// unnamed (no prepared-statement cache), no session setting is made (the refresh sets its timeouts with
-    /// `SET LOCAL`), and LISTEN needs a direct connection (`DB_LISTEN_URL`).
-    Transaction,
 }
 
 /// Sets up every new pooled connection for the pooling mode: per-session limits so a stuck statement cannot
@@ -132,17 +120,6 @@ fn scrub_connection_error(err: diesel::ConnectionError, conn: &str) -> diesel::C
     }
 }
 
-/// What start-up does about the schema (`DB_MIGRATE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum MigratePolicy {
-    /// Apply pending migrations (needs the owner role).
-    #[default]
-    Apply,
-    /// Only check that none are pending; for a least-privileged role (db/03_app_role.sql), with the migrations
-    /// run separately as the owner by `coworking-analytics migrate`.
-    Check,
-}
-
 /// Brings the schema to this binary's version ([`MigratePolicy::Apply`]) or checks that it is there
 /// ([`MigratePolicy::Check`]). Returns the versions applied.
 pub fn prepare_schema(
@@ -180,6 +157,7 @@ pub fn migrate(conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
     })
 }
 
+#[cfg(feature = "dev-tools")]
 /// Reverts every migration (tests of `down.sql`).
 pub fn revert_all(conn: &mut PgConnection) -> Result<(), DbError> {
     conn.revert_all_migrations(MIGRATIONS)

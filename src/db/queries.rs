@@ -1,45 +1,16 @@
-//! Every SQL statement of the service (outside `migrations/`), as small typed functions.
-//!
-//! Reading order follows the data path: the old service's report queries (the definition the rollups must
-//! equal), the recompute statements that fill the rollup tables, the run history, and the reads that load a
-//! replica's cache.
+//! The run history's and the rollups' own statements, as small typed functions: the schema version, the full
+//! recompute that fills the rollup tables, the run history (insert, failure streaks, prune, NOTIFY), and the
+//! figures. The other SQL lives beside it in `db/`, one file per concern (see `db/mod.rs`).
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Integer, Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Integer, Text};
 
 use crate::schema::{daily_usage_rollup, refresh_runs, user_visits_rollup};
 
-/// One day of the daily-usage report.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName, Queryable)]
-pub struct DayRow {
-    #[diesel(sql_type = Date)]
-    pub day: NaiveDate,
-    #[diesel(sql_type = BigInt)]
-    pub checkins: i64,
-}
-
-/// One user of the user-visits report.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName, Queryable)]
-pub struct UserRow {
-    #[diesel(sql_type = Integer)]
-    pub user_id: i32,
-    #[diesel(sql_type = Nullable<Timestamp>)]
-    pub joined_at: Option<NaiveDateTime>,
-    #[diesel(sql_type = BigInt)]
-    pub visits: i64,
-}
-
-/// Check-ins in one quarter hour of `created_at` (migration 10): the bucket's start and its count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
-pub struct QuarterRow {
-    #[diesel(sql_type = Timestamp)]
-    pub bucket: NaiveDateTime,
-    #[diesel(sql_type = BigInt)]
-    pub checkins: i64,
-}
+pub use crate::report::{DayRow, QuarterRow, UserRow};
 
 /// The newest successful refresh: which data a replica serves and when it was computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
@@ -57,9 +28,6 @@ pub struct RunStamp {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The definition: the old service's queries, run directly on the base tables.
-
-#[cfg(feature = "dev-tools")]
-pub use super::definitions::*;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Schema version.
@@ -289,10 +257,6 @@ pub fn recent_runs(conn: &mut PgConnection, n: i64) -> QueryResult<Vec<RunSummar
         .load(conn)
 }
 
-pub use super::load::{
-    load_rollups, load_rollups_paged, quarter_contents, rollup_contents, Rollups,
-};
-
 #[derive(QueryableByName)]
 struct Active {
     #[diesel(sql_type = BigInt)]
@@ -301,7 +265,7 @@ struct Active {
     d30: i64,
 }
 
-/// Members with a check-in (a used token) created in the last 7 and 30 days (dashboard figures).
+/// Members with a check-in (a used token) created in the last 7 and 30 days (the CloudWatch report figures).
 pub fn active_users(conn: &mut PgConnection) -> QueryResult<(i64, i64)> {
     let row: Active = diesel::sql_query(
         "SELECT count(DISTINCT user_id) FILTER (WHERE created_at >= localtimestamp - interval '7 days')::int8 AS d7, \
@@ -319,7 +283,7 @@ struct Latest {
 }
 
 /// Check-ins on the latest day the daily-usage rollup holds (0 when it is empty): the `CheckinsLatestDay` figure
-/// of a process that has no report cache (`refresh`).
+/// the writer publishes after a run (the service's worker and the one-shot `refresh` alike).
 pub fn latest_day_checkins(conn: &mut PgConnection) -> QueryResult<i64> {
     let row: Latest = diesel::sql_query(
         "SELECT coalesce((SELECT checkins FROM daily_usage_rollup ORDER BY day DESC LIMIT 1), 0)::int8 AS checkins",

@@ -76,3 +76,36 @@ pub fn set_local_timeouts(
         "SET LOCAL statement_timeout = {ms}; SET LOCAL idle_in_transaction_session_timeout = {ms}"
     ))
 }
+
+/// How a refresh transaction ends when its work succeeded.
+#[derive(Debug)]
+pub enum End<T> {
+    /// Commit, and answer `T`.
+    Commit(T),
+    /// Roll back (there was nothing to do: not even the lease update is kept), and answer `T`.
+    RollBack(T),
+}
+
+/// Runs `work` in one REPEATABLE READ transaction that it ends by value ([`End`]); an error rolls back.
+pub fn repeatable_read<T>(
+    conn: &mut PgConnection,
+    work: impl FnOnce(&mut PgConnection) -> QueryResult<End<T>>,
+) -> QueryResult<T> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ")?;
+    match work(conn) {
+        Ok(End::Commit(t)) => {
+            AnsiTransactionManager::commit_transaction(conn)?;
+            Ok(t)
+        }
+        Ok(End::RollBack(t)) => {
+            AnsiTransactionManager::rollback_transaction(conn)?;
+            Ok(t)
+        }
+        Err(e) => {
+            // The error is the answer; a failed rollback (a lost session) adds nothing to it.
+            let _ = AnsiTransactionManager::rollback_transaction(conn);
+            Err(e)
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! HTTP caching and content negotiation for the report and dashboard responses.
 //!
-//! - [`accepts_gzip`]: reads `Accept-Encoding` (RFC 9110 12.5.3) with its q-values;
+//! - [`accepts_gzip`], [`accepts_csv`], [`accepts_openmetrics`]: `Accept-Encoding` (RFC 9110 12.5.3) and `Accept`
+//!   (12.5.1), every field line as one list ([`list`]), q-values read by one parser;
 //! - [`CachePolicy`]: `Cache-Control: public, max-age=N`, where N is the time until the refresh schedule's next
 //!   tick, which is the earliest the data can change. The next tick is cached in an atomic and recomputed only
 //!   when it has passed, so a request costs one atomic load.
@@ -9,17 +10,16 @@ use chrono::{DateTime, Utc};
 use hyper::header::HeaderValue;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// Whether the client takes gzip: `gzip` (or `x-gzip`) with q > 0, or `*` with q > 0 when gzip is not named.
-pub fn accepts_gzip(accept_encoding: &str) -> bool {
-    let mut star = None;
-    for item in accept_encoding.split(',') {
+/// The items of a list header with their q-values (RFC 9110 12.4.2), the one parser of them: `item;q=0.5` ->
+/// (`item`, 0.5), no q-value -> 1. An item whose q-value is malformed is dropped; other parameters are ignored.
+fn weighted(list: &str) -> impl Iterator<Item = (&str, f32)> {
+    list.split(',').filter_map(|item| {
         let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or("").trim();
+        let name = parts.next().unwrap_or("").trim();
         let q = parts
             .filter_map(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .or_else(|| p.trim().strip_prefix("Q="))
+                let p = p.trim();
+                p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
             })
             .next()
             .map_or(Some(1.0), |v| {
@@ -27,46 +27,49 @@ pub fn accepts_gzip(accept_encoding: &str) -> bool {
                     .parse::<f32>()
                     .ok()
                     .filter(|q| (0.0..=1.0).contains(q))
-            });
-        let Some(q) = q else {
-            continue; // a malformed q-value: ignore that item
-        };
-        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-            return q > 0.0;
-        }
-        if coding == "*" {
-            star = Some(q > 0.0);
-        }
+            })?;
+        (!name.is_empty()).then_some((name, q))
+    })
+}
+
+/// The highest q-value `list` gives `name` (case-insensitive), if it names it.
+fn q_of(list: &str, name: &str) -> Option<f32> {
+    weighted(list)
+        .filter(|(item, _)| item.eq_ignore_ascii_case(name))
+        .map(|(_, q)| q)
+        .reduce(f32::max)
+}
+
+/// Every field line of header `name` as one list (RFC 9110 5.3: `A: x` and `A: y` mean `A: x, y`).
+pub fn list(headers: &hyper::HeaderMap, name: hyper::header::HeaderName) -> String {
+    let lines: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    lines.join(", ")
+}
+
+/// Whether the client takes gzip: `gzip` (or `x-gzip`) with q > 0, or `*` with q > 0 when gzip is not named.
+pub fn accepts_gzip(accept_encoding: &str) -> bool {
+    match q_of(accept_encoding, "gzip").or_else(|| q_of(accept_encoding, "x-gzip")) {
+        Some(q) => q > 0.0,
+        None => q_of(accept_encoding, "*").is_some_and(|q| q > 0.0),
     }
-    star.unwrap_or(false)
 }
 
 /// Whether an `Accept` header asks for CSV: `text/csv` with q > 0, at least as high as `application/json`'s when
 /// that is named too. Anything else (a browser's `text/html,...,*/*`, no header) gets JSON, as before.
 pub fn accepts_csv(accept: &str) -> bool {
-    let q_of = |wanted: &str| {
-        accept
-            .split(',')
-            .filter_map(|item| {
-                let mut parts = item.split(';');
-                let media = parts.next()?.trim();
-                media.eq_ignore_ascii_case(wanted).then(|| {
-                    parts
-                        .filter_map(|p| {
-                            p.trim()
-                                .strip_prefix("q=")
-                                .and_then(|v| v.trim().parse::<f32>().ok())
-                        })
-                        .next()
-                        .unwrap_or(1.0)
-                })
-            })
-            .reduce(f32::max)
-    };
-    match (q_of("text/csv"), q_of("application/json")) {
+    match (q_of(accept, "text/csv"), q_of(accept, "application/json")) {
         (Some(csv), json) => csv > 0.0 && csv >= json.unwrap_or(0.0),
         (None, _) => false,
     }
+}
+
+/// Whether an `Accept` header takes OpenMetrics (`application/openmetrics-text` with q > 0, as Prometheus asks).
+pub fn accepts_openmetrics(accept: &str) -> bool {
+    q_of(accept, "application/openmetrics-text").is_some_and(|q| q > 0.0)
 }
 
 /// `Cache-Control` for data that changes only on the refresh schedule.
@@ -156,6 +159,16 @@ mod tests {
             ("*/*", false),
         ] {
             assert_eq!(accepts_csv(header), csv, "{header:?}");
+        }
+        for (header, om) in [
+            (
+                "application/openmetrics-text; version=1.0.0; q=0.5, text/plain",
+                true,
+            ),
+            ("application/openmetrics-text;q=0", false),
+            ("text/plain;version=0.0.4", false),
+        ] {
+            assert_eq!(accepts_openmetrics(header), om, "{header:?}");
         }
     }
 

@@ -12,12 +12,11 @@
 //! and a clone of the shutdown receiver. On shutdown the accept loop stops, each task asks hyper to finish the
 //! in-flight request and close, and [`serve`] waits for the set to empty, aborting what is left at the deadline.
 
-pub mod body;
 pub mod caching;
-pub mod query;
 pub mod reports;
+pub mod respond;
 pub mod routes;
-pub mod views;
+pub mod state;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -34,7 +33,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use routes::AppState;
+pub use state::AppState;
 
 /// Protection against slow, idle and greedy clients (declared with the rest of the configuration).
 pub use crate::config::HttpLimits as Limits;

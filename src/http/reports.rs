@@ -1,28 +1,27 @@
-//! Serving the cached reports and the dashboard: the encoding and representation the request asks for, the body
-//! [`super::views`] picks for it, then validation (304) and the headers (`ETag`, `Last-Modified`,
-//! `Cache-Control`, `Vary`, `Link`, the data's age).
+//! Serving the cached reports and the dashboard over HTTP: the query's parameters and what the client accepts,
+//! the representation the snapshot answers with ([`crate::cache::Snapshot::answer`]), then validation (304) and
+//! the headers (`ETag`, `Last-Modified`, `Cache-Control`, `Vary`, `Link`, the data's age).
 //!
 //! Cost per request: an `Arc` clone of the snapshot, and for the unfiltered bodies a reference-counted copy of
-//! bytes rendered and gzipped once per refresh; what the other requests cost is said in [`super::views`].
+//! bytes rendered and gzipped once per refresh; what the other requests cost is said in the cache's `answer`.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
-use super::body::Body;
-use super::caching::{accepts_csv, accepts_gzip};
-use super::query::QueryError;
-use super::routes::{error, json, AppState};
-pub use super::views::Report;
-use super::views::{choose, Context};
+use super::caching::{accepts_csv, accepts_gzip, list};
+use super::respond::{error, json};
+use super::state::AppState;
+use crate::cache::Ask;
+use crate::report::{params, Body, Kind, QueryError};
 
 type Resp = Response<Body>;
 
-pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
+pub fn serve<B>(state: &AppState, req: &Request<B>, report: Kind) -> Resp {
     let Some(snap) = state.cache.current() else {
         // Before the first load: a JSON error for the reports, a page that reloads itself for a browser.
-        let mut resp = if report == Report::Dashboard {
+        let mut resp = if report == Kind::Dashboard {
             let mut r = Response::new(Body::from(Bytes::from_static(
                 crate::dashboard::not_ready_page().as_bytes(),
             )));
@@ -44,32 +43,24 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return resp;
     };
-    let gzip_ok = req
-        .headers()
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(accepts_gzip);
-    let csv_wanted = req
-        .headers()
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(accepts_csv);
+    let params = match params::parse(report, req.uri().query()) {
+        Ok(p) => p,
+        Err(e) => return bad_parameter(&e),
+    };
     let now = Utc::now();
     let runs = state.cache.recent_runs();
-    let ctx = Context {
+    let chosen = snap.answer(&Ask {
+        kind: report,
+        params: &params,
+        gzip_ok: accepts_gzip(&list(req.headers(), header::ACCEPT_ENCODING)),
+        csv_wanted: accepts_csv(&list(req.headers(), header::ACCEPT)),
         zones: state.zones,
         runs: &runs,
         age_secs: state.cache.age(&snap, now).as_secs(),
-    };
-    let chosen = match choose(&snap, ctx, report, req.uri().query(), gzip_ok, csv_wanted) {
-        Ok(c) => c,
-        Err(e) => return bad_parameter(&e),
-    };
+    });
     // The representation changes with the data; the dashboard page also shows the run, so it changes with it.
     let last_modified = match report {
-        Report::Dashboard => snap.computed_at,
+        Kind::Dashboard => snap.computed_at,
         _ => snap.data.changed_at,
     };
     let not_modified = not_modified(req.headers(), &chosen.etag, last_modified);
@@ -79,13 +70,10 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
         r
     } else {
         let mut r = Response::new(chosen.body);
-        let content_type = match report {
-            Report::Dashboard => "text/html; charset=utf-8",
-            _ if chosen.csv => "text/csv; charset=utf-8; header=present",
-            _ => "application/json",
-        };
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(chosen.media.content_type()),
+        );
         if chosen.gzipped {
             r.headers_mut()
                 .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -98,7 +86,7 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
     }
     // The reports come in JSON or CSV by `Accept`, each plain or gzipped; the page only in HTML.
     let vary = match report {
-        Report::Dashboard => "Accept-Encoding",
+        Kind::Dashboard => "Accept-Encoding",
         _ => "Accept, Accept-Encoding",
     };
     headers.insert(header::VARY, HeaderValue::from_static(vary));
@@ -117,7 +105,7 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Report) -> Resp {
         HeaderValue::from(state.cache.age(&snap, now).as_secs()),
     );
     headers.insert("x-refresh-run-id", HeaderValue::from(snap.run_id));
-    if report == Report::Dashboard {
+    if report == Kind::Dashboard {
         page_headers(headers);
     }
     resp

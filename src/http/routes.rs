@@ -8,44 +8,12 @@ use bytes::Bytes;
 use chrono::Utc;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use std::sync::Arc;
-use std::time::Duration;
 
-use super::body::Body;
-use super::caching::CachePolicy;
-use super::reports::{self, Report};
-use crate::cache::ReportCache;
-use crate::metrics::Metrics;
-
-/// What the handlers share.
-#[derive(Debug)]
-pub struct AppState {
-    pub cache: Arc<ReportCache>,
-    pub metrics: Arc<Metrics>,
-    /// Readiness fails when the served data is older than this.
-    pub readiness_max_age: Duration,
-    /// `Cache-Control` of the reports and the dashboard, from the refresh schedule.
-    pub cache_policy: CachePolicy,
-    /// `DATA_TIMEZONE` and `REPORT_TIMEZONE`.
-    pub zones: ZoneSettings,
-}
-
-/// The zone the stored timestamps are in, and the zone a report without `tz` is counted in (`None`: the stored
-/// values' own days, the old service's bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ZoneSettings {
-    pub data: chrono_tz::Tz,
-    pub report: Option<chrono_tz::Tz>,
-}
-
-impl Default for ZoneSettings {
-    fn default() -> Self {
-        ZoneSettings {
-            data: chrono_tz::Tz::UTC,
-            report: None,
-        }
-    }
-}
+use super::caching::{accepts_openmetrics, list};
+use super::reports;
+use super::respond::{error, text};
+use super::state::AppState;
+use crate::report::{Body, Kind};
 
 type Resp = Response<Body>;
 
@@ -154,10 +122,10 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
             );
             resp
         }
-        Route::Dashboard => reports::serve(state, &req, Report::Dashboard),
-        Route::DailyUsage => reports::serve(state, &req, Report::DailyUsage),
-        Route::UserVisits => reports::serve(state, &req, Report::UserVisits),
-        Route::Occupancy => reports::serve(state, &req, Report::Occupancy),
+        Route::Dashboard => reports::serve(state, &req, Kind::Dashboard),
+        Route::DailyUsage => reports::serve(state, &req, Kind::DailyUsage),
+        Route::UserVisits => reports::serve(state, &req, Kind::UserVisits),
+        Route::Occupancy => reports::serve(state, &req, Kind::Occupancy),
     }
 }
 
@@ -194,17 +162,7 @@ fn prometheus<B>(state: &AppState, req: &Request<B>) -> Resp {
             .metrics
             .set_data_age(state.cache.age(&snap, Utc::now()));
     }
-    let openmetrics = req
-        .headers()
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| {
-            v.trim().starts_with("application/openmetrics-text")
-                && !v.contains("q=0,")
-                && !v.trim_end().ends_with("q=0")
-        });
+    let openmetrics = accepts_openmetrics(&list(req.headers(), header::ACCEPT));
     let (body, content_type) = if openmetrics {
         (
             state.metrics.encode(),
@@ -221,36 +179,5 @@ fn prometheus<B>(state: &AppState, req: &Request<B>) -> Resp {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept"));
-    resp
-}
-
-fn text(status: StatusCode, body: &str) -> Resp {
-    let mut resp = Response::new(Body::from(Bytes::from(body.to_owned())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-/// A JSON error body.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Resp {
-    json(
-        status,
-        &serde_json::json!({ "error": code, "message": message }),
-    )
-}
-
-/// A JSON response: `value` serialised, with its status and `Content-Type`.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
-    let mut resp = Response::new(Body::from(Bytes::from(value.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     resp
 }

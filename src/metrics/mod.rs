@@ -286,7 +286,8 @@ impl Metrics {
         self.publish("DataAgeSeconds", Unit::Seconds, age.as_secs_f64());
     }
 
-    /// Dashboard figures, computed by the writer after a refresh.
+    /// The report figures for CloudWatch (latest day's check-ins, active members), computed by the writer after a
+    /// refresh at most once a minute (the dashboard page computes its own from the cache).
     pub fn record_report_figures(&self, checkins_latest_day: i64, active_7d: i64, active_30d: i64) {
         self.checkins_latest_day.set(checkins_latest_day);
         self.active_users_7d.set(active_7d);

@@ -15,11 +15,10 @@ mod faults;
 mod os;
 
 pub use os::spawn_tied;
-use os::{as_user, sweep_stale};
+use os::{as_user, sweep_stale, DIR_PREFIX};
 
 pub use faults::TlsFiles;
 
-const DIR_PREFIX: &str = "coworking-pg-";
 const PORT: u16 = 5432;
 
 #[derive(Debug, thiserror::Error)]

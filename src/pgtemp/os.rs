@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use super::DIR_PREFIX;
+pub(super) const DIR_PREFIX: &str = "coworking-pg-";
 
 /// Spawns `cmd` with a parent-death signal (SIGQUIT: immediate shutdown) so the server cannot outlive us.
 ///

@@ -1,9 +1,11 @@
-//! One refresh run: recompute the rollup tables from the base tables in a single REPEATABLE READ transaction,
-//! record the run, notify the other replicas, commit.
+//! One refresh run: recompute the rollup tables from the base tables in one REPEATABLE READ transaction, record
+//! the run, log its changes, notify the replicas, commit. (On a partitioned `tokens`, a short transaction before
+//! it first commits capture triggers on any new partition, so the refresh's snapshot sees them.) The run ends at
+//! that commit: it never touches a cache; every replica's follower loads the run.
 //!
-//! This is the seam between the worker (when to refresh) and the database (what a refresh does): the worker and
-//! the `refresh` command call it through one [`Runner`] (which also records, logs and publishes the outcome);
-//! the tests call [`run`] directly. Only one writer runs at a time across every replica and
+//! This is the seam between the worker (when to refresh, [`pending`]) and the database (what a refresh does): the
+//! worker and the `refresh` command call it through one [`Runner`] (which also records, logs and publishes the
+//! outcome); the tests call [`run`] directly. Only one writer runs at a time across every replica and
 //! CronJob: the transaction first takes a transaction-scoped advisory lock with `pg_try_advisory_xact_lock`
 //! (safe behind PgBouncer in transaction mode) and, if another writer holds it, returns [`Outcome::Skipped`]
 //! without touching anything. Having won the lock, it updates the `refresh_writer` lease row, which fails with a
@@ -22,6 +24,7 @@ pub use pending::Check;
 pub use runner::{Caller, RunError, Runner};
 
 use crate::db::queries::{self, NewRun, RecomputeCounts};
+use crate::db::writer::End;
 use crate::db::{deltas, incremental, partitions, verify, writer};
 
 /// Advisory-lock key of the refresh writer ("rollups!" in ASCII).
@@ -114,15 +117,17 @@ pub enum RefreshError {
     },
 }
 
-/// Runs one refresh on `conn`. On failure everything the run wrote is rolled back, and the failure is recorded
-/// in the history in a separate statement (best effort: the database may be the thing that failed), one row per
-/// streak of failures ([`queries::record_failure`]).
+/// [`run_in`] without a local timeout: the tests' and the benchmarks' way in (the service goes through the
+/// [`Runner`]).
+#[cfg(feature = "dev-tools")]
 pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, RefreshError> {
     run_in(conn, mode, host, None)
 }
 
-/// [`run`], setting the statement timeout for the run's transaction only (`SET LOCAL`), as a transaction pooler
-/// requires (the pool sets no session state then).
+/// Runs one refresh on `conn`, setting the statement timeout for the run's transactions only (`SET LOCAL`) when
+/// given, as a transaction pooler requires (the pool sets no session state then). On failure everything the run
+/// wrote is rolled back, and the failure is recorded in the history in a separate statement (best effort: the
+/// database may be the thing that failed), one row per streak of failures ([`queries::record_failure`]).
 pub fn run_in(
     conn: &mut PgConnection,
     mode: Mode,
@@ -141,11 +146,6 @@ pub fn run_in(
             }
             other => break other,
         }
-    };
-    let result = match result {
-        // The rollback that [`attempt_once`] asks for when there was nothing to do.
-        Err(Error::RollbackTransaction) => return Ok(Outcome::Unchanged),
-        other => other,
     };
     result.map_err(|source: diesel::result::Error| {
         let message = source.to_string();
@@ -188,7 +188,9 @@ fn session_lost(e: &Error) -> bool {
     }
 }
 
-/// One attempt: lock, lease, recompute, record, notify, in one REPEATABLE READ transaction.
+/// One attempt: triggers on new partitions (their own short transaction), then lock, lease, recompute, record, log,
+/// notify, in one REPEATABLE READ transaction that ends by value: committed, or rolled back when another writer
+/// holds the lock or nothing was captured.
 fn attempt_once(
     conn: &mut PgConnection,
     mode: Mode,
@@ -205,13 +207,13 @@ fn attempt_once(
         }
         partitions::install_triggers(conn)
     })?;
-    conn.build_transaction().repeatable_read().run(|conn| {
+    writer::repeatable_read(conn, |conn| {
         if let Some(timeout) = local_timeout {
             writer::set_local_timeouts(conn, timeout)?;
         }
         writer::set_writer_limits(conn, WRITER_IDLE_LIMIT, host)?;
         if !writer::try_advisory_xact_lock(conn, WRITER_LOCK_KEY)? {
-            return Ok(Outcome::Skipped);
+            return Ok(End::RollBack(Outcome::Skipped));
         }
         // The run's recorded interval is the time it holds the writer lock: runs never overlap in the history.
         let started_at = started_at.max(Utc::now());
@@ -221,7 +223,7 @@ fn attempt_once(
         let previous = queries::latest_success(conn)?;
         let Some((mode, counts, repairs)) = recompute(conn, mode, previous.is_none())? else {
             // Nothing was captured: undo the lease update too, so an idle service writes nothing at all.
-            return Err(Error::RollbackTransaction);
+            return Ok(End::RollBack(Outcome::Unchanged));
         };
         let finished_at = Utc::now();
         let run_id = queries::insert_run(
@@ -244,13 +246,13 @@ fn attempt_once(
             queries::set_data_version_to_self(conn, run_id)?;
             // Deltas let the replicas patch their reports; a rebuild or a repair makes them reload instead.
             if let (Some(p), true) = (previous, mode != Mode::Full && repairs.is_empty()) {
-                deltas::log_run(conn, run_id, p.data_version)?;
+                incremental::log_changes(conn, run_id, p.data_version)?;
             }
         }
         queries::prune_runs(conn, KEEP_HISTORY_DAYS, KEEP_ROUTINE_DAYS)?;
         deltas::prune(conn)?;
         queries::notify_refreshed(conn, NOTIFY_CHANNEL, run_id)?;
-        Ok(Outcome::Completed(RunReport {
+        Ok(End::Commit(Outcome::Completed(RunReport {
             run_id,
             mode,
             counts,
@@ -259,7 +261,7 @@ fn attempt_once(
             started_at,
             finished_at,
             duration: clock.elapsed(),
-        }))
+        })))
     })
 }
 

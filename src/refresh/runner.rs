@@ -330,7 +330,9 @@ impl Runner {
             .and_then(|latest| Ok((latest, queries::active_users(conn)?)));
         match figures {
             Ok((latest, (d7, d30))) => self.metrics.record_report_figures(latest, d7, d30),
-            Err(e) => warn!(self.log, "cannot compute the dashboard figures"; "error" => %e),
+            Err(e) => {
+                warn!(self.log, "cannot compute the report figures for CloudWatch"; "error" => %e)
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::common::{add_token, add_user, assert_rollups_match_definition, migrat
 use coworking_analytics::cache::ReportCache;
 use coworking_analytics::config::{self, Settings};
 use coworking_analytics::db::queries::{DayRow, UserRow};
-use coworking_analytics::http::routes::{handle, AppState};
+use coworking_analytics::http::{routes::handle, AppState};
 use coworking_analytics::metrics::{Metrics, Publisher};
 use coworking_analytics::refresh::{self, Mode};
 use coworking_analytics::report;
@@ -140,7 +140,7 @@ fn odd_but_legal_rows_give_valid_reports_equal_to_the_old_sql() {
         refresh::run(&mut conn, mode, "t").unwrap();
         assert_rollups_match_definition(&mut conn);
     }
-    let rollups = coworking_analytics::db::queries::load_rollups(&mut conn)
+    let rollups = coworking_analytics::db::load::load_rollups(&mut conn)
         .unwrap()
         .unwrap();
     let visits = report::render_user_visits(&rollups.users);

@@ -223,7 +223,7 @@ fn seed_loads_into_the_database_and_the_demo_sql_loads_with_psql_semantics() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let mut conn = db.conn();
-    let days = coworking_analytics::db::queries::definition_user_visits(&mut conn).unwrap();
+    let days = coworking_analytics::db::definitions::definition_user_visits(&mut conn).unwrap();
     assert_eq!(days.iter().map(|u| u.visits).sum::<i64>(), 5000);
     let demo = common::empty_db();
     let mut conn = demo.conn();
@@ -231,7 +231,7 @@ fn seed_loads_into_the_database_and_the_demo_sql_loads_with_psql_semantics() {
         .unwrap();
     conn.batch_execute(coworking_analytics::demo::DEMO_DATA_SQL)
         .unwrap();
-    let users = coworking_analytics::db::queries::definition_user_visits(&mut conn).unwrap();
+    let users = coworking_analytics::db::definitions::definition_user_visits(&mut conn).unwrap();
     assert_eq!(users.iter().map(|u| u.visits).sum::<i64>(), 4000);
 }
 

@@ -264,21 +264,20 @@ pub fn db_admin() -> PgConnection {
 
 /// Asserts that the rollup tables equal the old service's queries run on the base tables now.
 pub fn assert_rollups_match_definition(conn: &mut PgConnection) {
-    use coworking_analytics::db::queries;
-    let (days, users) = queries::rollup_contents(conn).unwrap();
+    let (days, users) = coworking_analytics::db::load::rollup_contents(conn).unwrap();
     assert_eq!(
         days,
-        queries::definition_daily_usage(conn).unwrap(),
+        coworking_analytics::db::definitions::definition_daily_usage(conn).unwrap(),
         "daily usage"
     );
     assert_eq!(
         users,
-        queries::definition_user_visits(conn).unwrap(),
+        coworking_analytics::db::definitions::definition_user_visits(conn).unwrap(),
         "user visits"
     );
     assert_eq!(
-        queries::quarter_contents(conn).unwrap(),
-        queries::definition_quarters(conn).unwrap(),
+        coworking_analytics::db::load::quarter_contents(conn).unwrap(),
+        coworking_analytics::db::definitions::definition_quarters(conn).unwrap(),
         "quarter hours"
     );
 }
@@ -331,7 +330,7 @@ pub fn free_port() -> u16 {
 
 /// Calls the router in-process (no socket) and returns status, content-encoding and the decoded body.
 pub fn route(
-    state: &coworking_analytics::http::routes::AppState,
+    state: &coworking_analytics::http::AppState,
     uri: &str,
     headers: &[(&str, &str)],
 ) -> (u16, Option<String>, Vec<u8>) {
@@ -344,7 +343,7 @@ pub fn route(
 
 /// [`route`] with every response header.
 pub fn route_full(
-    state: &coworking_analytics::http::routes::AppState,
+    state: &coworking_analytics::http::AppState,
     uri: &str,
     headers: &[(&str, &str)],
 ) -> (u16, hyper::HeaderMap, Vec<u8>) {
@@ -368,7 +367,7 @@ pub fn route_full(
 }
 
 /// The bytes of a response body.
-pub fn futures_body(body: coworking_analytics::http::body::Body) -> Vec<u8> {
+pub fn futures_body(body: coworking_analytics::report::Body) -> Vec<u8> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -384,14 +383,14 @@ pub fn app_state(
     cache: &std::sync::Arc<coworking_analytics::cache::ReportCache>,
     data: &str,
     report: Option<&str>,
-) -> coworking_analytics::http::routes::AppState {
+) -> coworking_analytics::http::AppState {
     use coworking_analytics::metrics::{Metrics, Publisher};
-    coworking_analytics::http::routes::AppState {
+    coworking_analytics::http::AppState {
         cache: std::sync::Arc::clone(cache),
         metrics: std::sync::Arc::new(Metrics::new(Publisher::disabled())),
         readiness_max_age: std::time::Duration::from_secs(60),
         cache_policy: coworking_analytics::http::caching::CachePolicy::new(None),
-        zones: coworking_analytics::http::routes::ZoneSettings {
+        zones: coworking_analytics::report::Zones {
             data: data.parse().unwrap(),
             report: report.map(|z| z.parse().unwrap()),
         },

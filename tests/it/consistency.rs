@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::{add_user, migrated_db};
-use coworking_analytics::db::queries;
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +33,9 @@ fn concurrent_readers_see_either_the_old_or_the_new_rollups() {
                 let mut conn = coworking_analytics::db::connect(&url).unwrap();
                 let mut seen = std::collections::BTreeSet::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let r = queries::load_rollups(&mut conn).unwrap().unwrap();
+                    let r = coworking_analytics::db::load::load_rollups(&mut conn)
+                        .unwrap()
+                        .unwrap();
                     let visits: i64 = r.users.iter().map(|u| u.visits).sum();
                     let checkins: i64 = r.days.iter().map(|d| d.checkins).sum();
                     // Every token here is used, so both reports count the same tokens: a half-written refresh

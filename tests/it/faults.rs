@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::process::{get, Service};
-use coworking_analytics::db::{self, queries};
+use coworking_analytics::db::{self};
 use coworking_analytics::pgtemp::TempPostgres;
 use coworking_analytics::refresh::{self, Mode};
 use coworking_analytics::report;
@@ -53,8 +53,12 @@ pub fn check_ins(url: &str, from: i32, n: i32) {
 pub fn definition(url: &str) -> Option<[Vec<u8>; 2]> {
     let mut conn = db::connect(url).ok()?;
     Some([
-        report::render_daily_usage(&queries::definition_daily_usage(&mut conn).ok()?),
-        report::render_user_visits(&queries::definition_user_visits(&mut conn).ok()?),
+        report::render_daily_usage(
+            &coworking_analytics::db::definitions::definition_daily_usage(&mut conn).ok()?,
+        ),
+        report::render_user_visits(
+            &coworking_analytics::db::definitions::definition_user_visits(&mut conn).ok()?,
+        ),
     ])
 }
 

@@ -6,8 +6,7 @@
 use crate::common::{self, gunzip, migrated_db, request, wait_for_run, TestApp};
 use chrono::NaiveDate;
 use coworking_analytics::cache::CacheWriter;
-use coworking_analytics::db::queries;
-use coworking_analytics::http::routes::AppState;
+use coworking_analytics::http::AppState;
 use coworking_analytics::refresh::{self, Mode};
 use coworking_analytics::seed::{self, SeedParams};
 use std::sync::Arc;
@@ -29,8 +28,10 @@ async fn csv_pages_and_their_validators_on_a_real_socket() {
     seed::load(&mut db.conn(), PARAMS).unwrap();
     let app = TestApp::new(&db.url).start().await;
     wait_for_run(&app, 0).await;
-    let users = queries::definition_user_visits(&mut db.conn()).unwrap();
-    let days = queries::definition_daily_usage(&mut db.conn()).unwrap();
+    let users =
+        coworking_analytics::db::definitions::definition_user_visits(&mut db.conn()).unwrap();
+    let days =
+        coworking_analytics::db::definitions::definition_daily_usage(&mut db.conn()).unwrap();
 
     // CSV by Accept, and by format=csv: the same representation.
     let csv = [("Accept", "text/csv")];
@@ -186,7 +187,7 @@ fn report_timezone_is_the_default_and_the_data_zone_gives_the_old_bytes() {
     let plain = common::app_state(&cache, "Europe/Berlin", None);
     let defaulted = common::app_state(&cache, "Europe/Berlin", Some("America/New_York"));
     let old = String::from_utf8(coworking_analytics::report::render_daily_usage(
-        &queries::definition_daily_usage(&mut conn).unwrap(),
+        &coworking_analytics::db::definitions::definition_daily_usage(&mut conn).unwrap(),
     ))
     .unwrap();
     assert_eq!(
@@ -200,7 +201,7 @@ fn report_timezone_is_the_default_and_the_data_zone_gives_the_old_bytes() {
         "the data's own zone"
     );
     let ny = body(&plain, "/api/reports/daily_usage?tz=America/New_York");
-    let want = queries::definition_periods(
+    let want = coworking_analytics::db::definitions::definition_periods(
         &mut conn,
         "Europe/Berlin",
         "America/New_York",

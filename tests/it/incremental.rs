@@ -165,14 +165,18 @@ fn refresh_and_check(conn: &mut PgConnection, mode: Mode) {
 fn gz<E: coworking_analytics::cache::chunked::Entry>(
     c: &coworking_analytics::cache::chunked::Chunked<E>,
 ) -> Option<Vec<u8>> {
-    c.gzip_parts()
-        .map(|p| coworking_analytics::cache::chunked::concat(&p))
+    Some(c.whole(true))
+        .filter(|r| r.gzipped)
+        .map(|r| r.body.to_vec())
+}
+
+fn concat(parts: &[bytes::Bytes]) -> Vec<u8> {
+    parts.iter().flat_map(|p| p.iter().copied()).collect()
 }
 
 /// `follower` serves exactly what a replica loading from scratch serves, and that is the old SQL's report.
 fn assert_same_reports(follower: &ReportCache, conn: &mut PgConnection) {
-    use coworking_analytics::cache::chunked::concat;
-    use coworking_analytics::{db::queries, report};
+    use coworking_analytics::report;
     let mut scratch = CacheWriter::new();
     assert_eq!(scratch.sync_from(conn).unwrap(), Synced::Reloaded);
     let scratch = scratch.cache();
@@ -181,10 +185,14 @@ fn assert_same_reports(follower: &ReportCache, conn: &mut PgConnection) {
     let (x, y) = (&a.data, &b.data);
     assert_eq!(x.data_version, y.data_version);
     assert_eq!(x.changed_at, y.changed_at);
-    let want = report::render_daily_usage(&queries::definition_daily_usage(conn).unwrap());
+    let want = report::render_daily_usage(
+        &coworking_analytics::db::definitions::definition_daily_usage(conn).unwrap(),
+    );
     assert_eq!(concat(&x.daily_usage.identity_parts()), want);
     assert_eq!(concat(&y.daily_usage.identity_parts()), want);
-    let want = report::render_user_visits(&queries::definition_user_visits(conn).unwrap());
+    let want = report::render_user_visits(
+        &coworking_analytics::db::definitions::definition_user_visits(conn).unwrap(),
+    );
     assert_eq!(concat(&x.user_visits.identity_parts()), want);
     assert_eq!(concat(&y.user_visits.identity_parts()), want);
     assert_eq!(x.daily_usage.etag, y.daily_usage.etag);

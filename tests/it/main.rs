@@ -21,6 +21,7 @@ mod frozen_writer;
 mod hostile;
 mod http;
 mod incremental;
+mod layers;
 mod metrics;
 mod metrics_formats;
 mod migrations;

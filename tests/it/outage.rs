@@ -127,7 +127,7 @@ type Rollups = (
 );
 
 fn rollups(conn: &mut PgConnection) -> Rollups {
-    coworking_analytics::db::queries::rollup_contents(conn).unwrap()
+    coworking_analytics::db::load::rollup_contents(conn).unwrap()
 }
 
 #[test]

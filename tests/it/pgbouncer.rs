@@ -4,7 +4,7 @@
 
 use crate::common::{add_token, add_user, TestApp};
 use coworking_analytics::config::Config;
-use coworking_analytics::db::{self, queries, PoolMode};
+use coworking_analytics::db::{self, PoolMode};
 use coworking_analytics::pgtemp::{spawn_tied, TempPostgres};
 use coworking_analytics::report;
 use diesel::connection::SimpleConnection;
@@ -163,10 +163,12 @@ async fn run_through(pool_mode: &str, mode: PoolMode, replicas: usize) {
     let out = command(&["refresh"], &url, mode_arg);
     assert!(out.status.success(), "{out:?}");
     // Every replica serves the old SQL's bytes of the final data.
-    let want_days =
-        report::render_daily_usage(&queries::definition_daily_usage(&mut direct).unwrap());
-    let want_users =
-        report::render_user_visits(&queries::definition_user_visits(&mut direct).unwrap());
+    let want_days = report::render_daily_usage(
+        &coworking_analytics::db::definitions::definition_daily_usage(&mut direct).unwrap(),
+    );
+    let want_users = report::render_user_visits(
+        &coworking_analytics::db::definitions::definition_user_visits(&mut direct).unwrap(),
+    );
     for app in &apps {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

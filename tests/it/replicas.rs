@@ -4,7 +4,6 @@
 
 use crate::common;
 use crate::common::{migrated_db, request, wait_for_run, TestApp};
-use coworking_analytics::db::queries;
 use coworking_analytics::refresh::{self, Mode, Outcome, WRITER_LOCK_KEY};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -266,7 +265,7 @@ fn refresh_flags_full_range_and_dry_run() {
     )
     .unwrap();
     assert_eq!(refresh_cmd(&db.url, &[]).status.code(), Some(0));
-    let (days, users) = queries::rollup_contents(&mut conn).unwrap();
+    let (days, users) = coworking_analytics::db::load::rollup_contents(&mut conn).unwrap();
     assert_eq!(
         (days[0].checkins, users[0].visits),
         (1, 1),

@@ -5,13 +5,12 @@
 use crate::common::{migrated_db, request, wait_for_run, TestApp};
 use chrono::NaiveDate;
 use coworking_analytics::cache::CacheWriter;
-use coworking_analytics::db::queries;
 use coworking_analytics::http::caching::CachePolicy;
-use coworking_analytics::http::query::MAX_USER_IDS;
-use coworking_analytics::http::routes::{AppState, OPENAPI};
+use coworking_analytics::http::{routes::OPENAPI, AppState};
 use coworking_analytics::metrics::{Metrics, Publisher};
 use coworking_analytics::refresh::{self, Mode};
 use coworking_analytics::report;
+use coworking_analytics::report::params::MAX_USER_IDS;
 use coworking_analytics::seed::{self, SeedParams};
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -45,8 +44,8 @@ fn filtered_reports_equal_the_definition_restricted_to_the_filter() {
         cache_policy: CachePolicy::new(None),
         zones: Default::default(),
     };
-    let days = queries::definition_daily_usage(&mut conn).unwrap();
-    let users = queries::definition_user_visits(&mut conn).unwrap();
+    let days = coworking_analytics::db::definitions::definition_daily_usage(&mut conn).unwrap();
+    let users = coworking_analytics::db::definitions::definition_user_visits(&mut conn).unwrap();
     let first = days.first().unwrap().day;
     let max_id = users.last().unwrap().user_id;
 

@@ -9,7 +9,7 @@ use crate::common::{self, migrated_db};
 use chrono::NaiveDate;
 use coworking_analytics::cache::CacheWriter;
 use coworking_analytics::db::queries::{self, DayRow};
-use coworking_analytics::http::routes::AppState;
+use coworking_analytics::http::AppState;
 use coworking_analytics::refresh::{self, Mode};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
@@ -122,7 +122,7 @@ fn check_everything(state: &AppState, conn: &mut PgConnection, data: &str) {
         (Some(day("2026-03-03")), Some(day("2026-03-29"))),
         (Some(day("2026-11-01")), None),
     ];
-    let old = queries::definition_daily_usage(conn).unwrap();
+    let old = coworking_analytics::db::definitions::definition_daily_usage(conn).unwrap();
     let total: i64 = old.iter().map(|d| d.checkins).sum();
     assert_eq!(
         body(state, &format!("/api/reports/daily_usage?tz={data}")),
@@ -135,7 +135,10 @@ fn check_everything(state: &AppState, conn: &mut PgConnection, data: &str) {
                 let mut uri = format!("/api/reports/daily_usage?tz={zone}&granularity={g}");
                 from.inspect(|f| uri.push_str(&format!("&from={f}")));
                 to.inspect(|t| uri.push_str(&format!("&to={t}")));
-                let want = queries::definition_periods(conn, data, zone, period, from, to).unwrap();
+                let want = coworking_analytics::db::definitions::definition_periods(
+                    conn, data, zone, period, from, to,
+                )
+                .unwrap();
                 assert_eq!(
                     String::from_utf8(body(state, &uri)).unwrap(),
                     String::from_utf8(periods_json(&want)).unwrap(),
@@ -157,7 +160,10 @@ fn check_everything(state: &AppState, conn: &mut PgConnection, data: &str) {
             let mut uri = format!("/api/reports/occupancy?tz={zone}");
             from.inspect(|f| uri.push_str(&format!("&from={f}")));
             to.inspect(|t| uri.push_str(&format!("&to={t}")));
-            let want = queries::definition_occupancy(conn, data, zone, from, to).unwrap();
+            let want = coworking_analytics::db::definitions::definition_occupancy(
+                conn, data, zone, from, to,
+            )
+            .unwrap();
             let got: serde_json::Value = serde_json::from_slice(&body(state, &uri)).unwrap();
             let names = [
                 "Monday",
@@ -194,7 +200,7 @@ fn check_everything(state: &AppState, conn: &mut PgConnection, data: &str) {
         }
     }
     // Pages of members, walked by their links, make up the whole report.
-    let users = queries::definition_user_visits(conn).unwrap();
+    let users = coworking_analytics::db::definitions::definition_user_visits(conn).unwrap();
     let mut uri = "/api/reports/user_visits?limit=1".to_owned();
     let mut seen = Vec::new();
     loop {

@@ -3,11 +3,11 @@ use super::*;
 use proptest::prelude::*;
 
 fn day_range(q: Option<&str>) -> Result<DayRange, QueryError> {
-    parse(Endpoint::DailyUsage, q).map(|p| p.range)
+    parse(Kind::DailyUsage, q).map(|p| p.range)
 }
 
 fn user_set(q: Option<&str>) -> Result<UserSet, QueryError> {
-    parse(Endpoint::UserVisits, q).map(|p| p.users)
+    parse(Kind::UserVisits, q).map(|p| p.users)
 }
 
 fn day(s: &str) -> NaiveDate {
@@ -120,38 +120,38 @@ proptest! {
 #[test]
 fn new_parameters_parse_and_refuse_by_name() {
     let p = parse(
-        Endpoint::DailyUsage,
+        Kind::DailyUsage,
         Some("tz=America%2FNew_York&granularity=week&format=csv&from=2026-01-01"),
     )
     .unwrap();
     assert_eq!(p.tz, Some(chrono_tz::America::New_York));
     assert_eq!(p.granularity, Some(Granularity::Week));
     assert_eq!(p.format, Some(Format::Csv));
-    let page = parse(Endpoint::UserVisits, Some("limit=10&after=5")).unwrap();
+    let page = parse(Kind::UserVisits, Some("limit=10&after=5")).unwrap();
     assert_eq!(page.page, Some((10, 5)));
     assert_eq!(
-        parse(Endpoint::UserVisits, Some("after=5")).unwrap().page,
+        parse(Kind::UserVisits, Some("after=5")).unwrap().page,
         Some((DEFAULT_LIMIT, 5))
     );
-    assert_eq!(parse(Endpoint::UserVisits, None).unwrap().page, None);
+    assert_eq!(parse(Kind::UserVisits, None).unwrap().page, None);
     for (endpoint, q, param) in [
-        (Endpoint::DailyUsage, "tz=Mars/Olympus", "tz"),
-        (Endpoint::DailyUsage, "tz=", "tz"),
-        (Endpoint::DailyUsage, "granularity=year", "granularity"),
-        (Endpoint::DailyUsage, "format=xml", "format"),
-        (Endpoint::DailyUsage, "tz=UTC&tz=UTC", "tz"),
-        (Endpoint::DailyUsage, "limit=5", "limit"),
-        (Endpoint::UserVisits, "limit=0", "limit"),
-        (Endpoint::UserVisits, "limit=10001", "limit"),
-        (Endpoint::UserVisits, "after=abc", "after"),
-        (Endpoint::UserVisits, "after=-1", "after"),
-        (Endpoint::UserVisits, "after=1&user_id=3", "after"),
-        (Endpoint::UserVisits, "tz=UTC", "tz"),
-        (Endpoint::Occupancy, "granularity=day", "granularity"),
-        (Endpoint::Occupancy, "from=2026-02-02&to=2026-02-01", "from"),
-        (Endpoint::Dashboard, "tz=Nowhere", "tz"),
+        (Kind::DailyUsage, "tz=Mars/Olympus", "tz"),
+        (Kind::DailyUsage, "tz=", "tz"),
+        (Kind::DailyUsage, "granularity=year", "granularity"),
+        (Kind::DailyUsage, "format=xml", "format"),
+        (Kind::DailyUsage, "tz=UTC&tz=UTC", "tz"),
+        (Kind::DailyUsage, "limit=5", "limit"),
+        (Kind::UserVisits, "limit=0", "limit"),
+        (Kind::UserVisits, "limit=10001", "limit"),
+        (Kind::UserVisits, "after=abc", "after"),
+        (Kind::UserVisits, "after=-1", "after"),
+        (Kind::UserVisits, "after=1&user_id=3", "after"),
+        (Kind::UserVisits, "tz=UTC", "tz"),
+        (Kind::Occupancy, "granularity=day", "granularity"),
+        (Kind::Occupancy, "from=2026-02-02&to=2026-02-01", "from"),
+        (Kind::Dashboard, "tz=Nowhere", "tz"),
     ] {
         assert_eq!(parse(endpoint, Some(q)).unwrap_err().param, param, "{q}");
     }
-    assert!(parse(Endpoint::Dashboard, Some("utm_source=x&tz=UTC")).is_ok());
+    assert!(parse(Kind::Dashboard, Some("utm_source=x&tz=UTC")).is_ok());
 }

@@ -11,14 +11,19 @@
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use std::io::Write;
 
-use crate::cache::chunked::{Chunked, Entry};
-use crate::db::queries::{DayRow, UserRow};
+use super::rows::{DayRow, UserRow};
 
-/// Days per chunk of the daily-usage body (`2^DAY_SHIFT`): about 1.2 kB of text.
-pub const DAY_SHIFT: u32 = 6;
-/// User ids per chunk of the user-visits body (`2^USER_SHIFT`): about 15 kB of text, a fraction of a
-/// millisecond to re-render and recompress when one of its members checks in.
-pub const USER_SHIFT: u32 = 8;
+/// One entry of a report body: `"key":value`, in ascending key order, one per key.
+pub trait Entry: Clone + PartialEq + Send + Sync + std::fmt::Debug + 'static {
+    /// The sort key: entries are in ascending key order, one per key.
+    fn key(&self) -> i64;
+    /// Appends the entry's JSON text (`"key":value`).
+    fn render(&self, out: &mut Vec<u8>);
+    /// The entry [`Entry::render`] wrote as `text` (its inverse: chunks keep only their text).
+    fn parse(text: &[u8]) -> Option<Self>;
+    /// The key of the entry in `text`, without parsing the rest.
+    fn parse_key(text: &[u8]) -> Option<i64>;
+}
 
 // Writing to a Vec cannot fail, hence the ignored results.
 impl Entry for DayRow {
@@ -115,16 +120,6 @@ pub fn render_daily_usage(days: &[DayRow]) -> Vec<u8> {
 #[cfg(feature = "dev-tools")]
 pub fn render_user_visits(users: &[UserRow]) -> Vec<u8> {
     render_whole(users)
-}
-
-/// The daily-usage body, in chunks; `days` sorted by day.
-pub fn daily_usage(days: Vec<DayRow>) -> Chunked<DayRow> {
-    Chunked::build(days, DAY_SHIFT)
-}
-
-/// The user-visits body, in chunks; `users` sorted by user id.
-pub fn user_visits(users: Vec<UserRow>) -> Chunked<UserRow> {
-    Chunked::build(users, USER_SHIFT)
 }
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff`, or without the fraction when the microseconds are zero.

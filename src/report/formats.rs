@@ -9,8 +9,8 @@
 use chrono::NaiveDate;
 use std::io::Write;
 
-use crate::db::queries::UserRow;
-use crate::report::format_timestamp;
+use super::entry::format_timestamp;
+use super::rows::UserRow;
 
 /// Weekday names, Monday first (ISO order).
 pub const WEEKDAYS: [&str; 7] = [

@@ -1,4 +1,4 @@
-//! The report endpoints' query strings, parsed strictly into filters.
+//! The reports' query strings, parsed strictly into the parameters of a request ([`Params`]).
 //!
 //! - `daily_usage`: `from=YYYY-MM-DD` and `to=YYYY-MM-DD`, both inclusive, both optional, each at most once;
 //!   `tz` (an IANA zone), `granularity=day|week|month`, `format=json|csv`.
@@ -14,7 +14,7 @@
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
-use crate::cache::local::Granularity;
+use super::{Granularity, Kind};
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -83,35 +83,6 @@ impl UserSet {
 /// the default `HTTP_MAX_HEADER_BYTES` (16 KiB), so going over gets this clear 400 rather than a bare 431.
 pub const MAX_USER_IDS: usize = 500;
 
-/// Which endpoint a query string is for: each takes its own parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    DailyUsage,
-    UserVisits,
-    Occupancy,
-    Dashboard,
-}
-
-impl Endpoint {
-    fn name(self) -> &'static str {
-        match self {
-            Endpoint::DailyUsage => "daily_usage",
-            Endpoint::UserVisits => "user_visits",
-            Endpoint::Occupancy => "occupancy",
-            Endpoint::Dashboard => "the dashboard",
-        }
-    }
-
-    fn accepts(self) -> &'static [&'static str] {
-        match self {
-            Endpoint::DailyUsage => &["from", "to", "tz", "granularity", "format"],
-            Endpoint::UserVisits => &["user_id", "limit", "after", "format"],
-            Endpoint::Occupancy => &["from", "to", "tz", "format"],
-            Endpoint::Dashboard => &["tz", "granularity"],
-        }
-    }
-}
-
 /// A representation asked for by `format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -136,20 +107,20 @@ pub struct Params {
 }
 
 /// Parses the query string of `endpoint` (`None` = no query string).
-pub fn parse(endpoint: Endpoint, query: Option<&str>) -> Result<Params, QueryError> {
+pub fn parse(kind: Kind, query: Option<&str>) -> Result<Params, QueryError> {
     let mut p = Params::default();
     let (mut limit, mut after) = (None, None);
     let mut given = 0usize;
     let mut seen = BTreeSet::new();
     for (name, value) in pairs(query.unwrap_or(""))? {
-        if !endpoint.accepts().contains(&name.as_str()) {
-            if endpoint == Endpoint::Dashboard {
+        if !kind.accepts().contains(&name.as_str()) {
+            if kind == Kind::Dashboard {
                 continue;
             }
-            let names = endpoint.accepts().join(", ");
+            let names = kind.accepts().join(", ");
             return Err(QueryError::new(
                 &name,
-                format!("unknown parameter; {} accepts {names}", endpoint.name()),
+                format!("unknown parameter; {} accepts {names}", kind.name()),
             ));
         }
         if name != "user_id" && !seen.insert(name.clone()) {
@@ -331,5 +302,5 @@ fn add_user_ids(set: &mut UserSet, given: &mut usize, value: &str) -> Result<(),
 }
 
 #[cfg(test)]
-#[path = "query_tests.rs"]
+#[path = "params_tests.rs"]
 mod tests;
