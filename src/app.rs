@@ -83,6 +83,7 @@ pub fn start(
                 .0
                 .is_none()
                 .then(|| config.refresh_schedule.cron().clone()),
+            config.http.shared_cache_max_age.0,
         ),
         zones: crate::report::Zones {
             data: config.data_timezone,

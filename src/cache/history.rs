@@ -1,6 +1,6 @@
 //! What a replica reports when the database's history is not the one its snapshot came from (a failover that
 //! lost transactions, a restore of an earlier backup): each run's random stamp tells (migration 11), and
-//! [`super::ReportCache::sync_from`] loads everything again when the held run is gone or is another run.
+//! [`super::CacheWriter::sync_from`] loads everything again when the held run is gone or is another run.
 
 /// How the database's history differs from the one a replica served: the run it held is missing (a restore to an
 /// earlier point, a promoted standby that lost the tail, another database behind the same address) or is another

@@ -88,7 +88,7 @@ impl Snapshot {
     }
 }
 
-/// What a [`ReportCache::sync_from`] did.
+/// What a [`CacheWriter::sync_from`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synced {
     /// The database no longer has the run this replica served: everything was loaded again from what it holds

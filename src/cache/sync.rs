@@ -57,8 +57,8 @@ impl CacheWriter {
         self.served = Some(Box::new(observe));
     }
 
-    /// Brings the cache up to the newest successful run in the database: the writer after its own run, every
-    /// other replica's follower after a notification or a poll. When nothing is new this is one statement; when
+    /// Brings the cache up to the newest successful run in the database (the follower's every sync: a
+    /// notification, a poll, a wake-up from its worker, start-up). When nothing is new this is one statement; when
     /// the data changed, it reads the delta log since the held version and patches, or reloads across a gap.
     /// Then it records how complete the data is ([`ReportCache::confirm`]).
     pub fn sync_from(&mut self, conn: &mut PgConnection) -> diesel::QueryResult<Synced> {

@@ -114,10 +114,14 @@ async fn connection(
         async move {
             let started = std::time::Instant::now();
             let route = routes::route_label(req.uri().path());
-            let resp = routes::handle(&state, req);
+            let head = req.method() == hyper::Method::HEAD;
+            let mut resp = routes::handle(&state, req);
             state
                 .metrics
                 .record_http(route, resp.status().as_u16(), started.elapsed());
+            if head {
+                without_content(&mut resp);
+            }
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
@@ -161,6 +165,21 @@ async fn connection(
             }
         }
     }
+}
+
+/// A HEAD response: the GET response's header fields, `Content-Length` included, and no content (RFC 9110 9.3.2;
+/// RFC 9113 8.1.1 makes content in it a protocol error on HTTP/2, where hyper does not drop it as on HTTP/1.1).
+fn without_content(resp: &mut hyper::Response<crate::report::Body>) {
+    let len = resp.body().len();
+    let bodiless = resp.status() == hyper::StatusCode::NOT_MODIFIED
+        || resp.status() == hyper::StatusCode::NO_CONTENT;
+    if !bodiless && !resp.headers().contains_key(hyper::header::CONTENT_LENGTH) {
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_LENGTH,
+            hyper::header::HeaderValue::from(len),
+        );
+    }
+    *resp.body_mut() = crate::report::Body::default();
 }
 
 /// The socket, noting when bytes last moved in either direction (milliseconds since `epoch`).

@@ -93,7 +93,12 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Kind) -> Resp {
     if let Some(v) = chosen.next.and_then(|l| HeaderValue::from_str(&l).ok()) {
         headers.insert(header::LINK, v);
     }
-    headers.insert(header::CACHE_CONTROL, state.cache_policy.header(now));
+    let complete =
+        now - chrono::Duration::from_std(state.cache.age(&snap, now)).unwrap_or_default();
+    headers.insert(
+        header::CACHE_CONTROL,
+        state.cache_policy.header(now, complete),
+    );
     let last_modified = last_modified
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string();
@@ -144,8 +149,9 @@ pub fn not_modified(headers: &hyper::HeaderMap, etag: &str, changed_at: DateTime
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    if let Some(inm) = text(header::IF_NONE_MATCH) {
-        return etag_matches(inm, etag);
+    // Every `If-None-Match` line, as one list (RFC 9110 5.3).
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        return etag_matches(&list(headers, header::IF_NONE_MATCH), etag);
     }
     text(header::IF_MODIFIED_SINCE)
         .and_then(|v| httpdate::parse_http_date(v).ok())

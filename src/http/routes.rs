@@ -9,11 +9,12 @@ use chrono::Utc;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::caching::{accepts_openmetrics, list};
+use super::caching::{accepts_gzip, accepts_openmetrics, list};
 use super::reports;
 use super::respond::{error, text};
 use super::state::AppState;
-use crate::report::{Body, Kind};
+use crate::cache::rendered::Encodings;
+use crate::report::{Body, Kind, Media};
 
 type Resp = Response<Body>;
 
@@ -114,14 +115,7 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
         Route::Health => text(StatusCode::OK, "ok"),
         Route::Readiness => readiness(state),
         Route::Metrics => prometheus(state, &req),
-        Route::OpenApi => {
-            let mut resp = Response::new(Body::from(Bytes::from_static(OPENAPI.as_bytes())));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp
-        }
+        Route::OpenApi => openapi(&req),
         Route::Dashboard => reports::serve(state, &req, Kind::Dashboard),
         Route::DailyUsage => reports::serve(state, &req, Kind::DailyUsage),
         Route::UserVisits => reports::serve(state, &req, Kind::UserVisits),
@@ -179,5 +173,42 @@ fn prometheus<B>(state: &AppState, req: &Request<B>) -> Resp {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept"));
+    // Every scrape must see the values of its moment: no cache may keep them (RFC 9111 5.2.2.5).
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The OpenAPI document, tagged and gzipped once (it changes only with the binary).
+static OPENAPI_BODIES: std::sync::LazyLock<Encodings> =
+    std::sync::LazyLock::new(|| Encodings::new(OPENAPI.as_bytes().to_vec(), Media::Json));
+
+/// `/openapi.json`: a strong ETag (304 on a match), gzip when accepted, revalidated on each use.
+fn openapi<B>(req: &Request<B>) -> Resp {
+    let chosen = OPENAPI_BODIES.pick(accepts_gzip(&list(req.headers(), header::ACCEPT_ENCODING)));
+    let unchanged = req.headers().contains_key(header::IF_NONE_MATCH)
+        && reports::etag_matches(&list(req.headers(), header::IF_NONE_MATCH), &chosen.etag);
+    let mut resp = if unchanged {
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(chosen.body.clone());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(chosen.media.content_type()),
+        );
+        if chosen.gzipped {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        r
+    };
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&chosen.etag) {
+        headers.insert(header::ETAG, v);
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }

@@ -1,9 +1,11 @@
 //! The one response body type: one buffer, or a report's chunks written in order without being joined. Its exact
-//! length is known up front (hyper sends `Content-Length`), and hyper hands the queued chunks to the socket in one
-//! vectored write. A [`Representation`] is a body with what `http` needs to send it: its validator, its encoding,
+//! length is known up front (hyper sends `Content-Length`). The body goes out in frames of up to [`FRAME_BYTES`],
+//! each a [`Frame`] of several parts ([`Parts`], a `Buf` over shared buffers, never copied): HTTP/1.1 writes them
+//! with one vectored write, HTTP/2 cuts them into DATA frames as large as the peer allows (one DATA frame per
+//! chunk made a 1.7 kB body 17 frames, and HTTP/2 cost 2-4x the CPU of HTTP/1.1). A [`Representation`] is a body with what `http` needs to send it: its validator, its encoding,
 //! its media type, and the link to the next page.
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes};
 use hyper::body::{Frame, SizeHint};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -98,19 +100,89 @@ impl From<Bytes> for Body {
     }
 }
 
+/// Most bytes handed to hyper in one frame (HTTP/2 cuts it into DATA frames of the peer's maximum size).
+pub const FRAME_BYTES: usize = 64 * 1024;
+
+/// Consecutive parts of a body as one `Buf`: read in order, written vectored, never joined.
+#[derive(Debug, Default)]
+pub struct Parts {
+    parts: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Buf for Parts {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |p| &p[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining = self.remaining.saturating_sub(cnt);
+        while cnt > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                return;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.parts.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, part) in dst.iter_mut().zip(self.parts.iter()) {
+            *slot = std::io::IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        // One whole part: hand it over without a copy.
+        match self.parts.front() {
+            Some(front) if front.len() == len => {
+                self.remaining -= len;
+                self.parts.pop_front().unwrap_or_default()
+            }
+            _ => {
+                let mut out = bytes::BytesMut::with_capacity(len);
+                out.put(self.take(len));
+                out.freeze()
+            }
+        }
+    }
+}
+
 impl hyper::body::Body for Body {
-    type Data = Bytes;
+    type Data = Parts;
     type Error = Infallible;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.parts.pop_front();
-        if let Some(p) = &next {
-            self.remaining -= p.len() as u64;
+    ) -> Poll<Option<Result<Frame<Parts>, Infallible>>> {
+        let mut frame = Parts::default();
+        while let Some(p) = self.parts.front() {
+            if !frame.parts.is_empty() && frame.remaining + p.len() > FRAME_BYTES {
+                break;
+            }
+            let Some(p) = self.parts.pop_front() else {
+                break;
+            };
+            frame.remaining += p.len();
+            frame.parts.push_back(p);
         }
-        Poll::Ready(next.map(|p| Ok(Frame::data(p))))
+        if frame.parts.is_empty() {
+            return Poll::Ready(None);
+        }
+        self.remaining -= frame.remaining as u64;
+        Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -141,5 +213,35 @@ mod tests {
             &body.collect().await.unwrap().to_bytes()[..],
             b"{\"a\":1}\n"
         );
+    }
+
+    #[tokio::test]
+    async fn small_parts_travel_together_and_large_ones_alone() {
+        let small = |n: usize| Bytes::from(vec![b'a'; n]);
+        let mut body = Body::parts(vec![small(10), small(20), small(FRAME_BYTES), small(5)]);
+        let mut sizes = Vec::new();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            let data = frame.unwrap().into_data().unwrap();
+            sizes.push((data.parts.len(), data.remaining()));
+        }
+        assert_eq!(sizes, vec![(2, 30), (1, FRAME_BYTES), (1, 5)]);
+    }
+
+    #[test]
+    fn parts_read_as_one_buffer() {
+        let mut p = Parts {
+            parts: [&b"ab"[..], b"cde", b"f"]
+                .into_iter()
+                .map(Bytes::from_static)
+                .collect(),
+            remaining: 6,
+        };
+        let mut slices = [std::io::IoSlice::new(&[]); 4];
+        assert_eq!(p.chunks_vectored(&mut slices), 3);
+        p.advance(3);
+        assert_eq!((p.chunk(), p.remaining()), (&b"de"[..], 3));
+        assert_eq!(&p.copy_to_bytes(2)[..], b"de");
+        assert_eq!(&p.copy_to_bytes(1)[..], b"f");
+        assert_eq!(p.remaining(), 0);
     }
 }

@@ -389,7 +389,7 @@ pub fn app_state(
         cache: std::sync::Arc::clone(cache),
         metrics: std::sync::Arc::new(Metrics::new(Publisher::disabled())),
         readiness_max_age: std::time::Duration::from_secs(60),
-        cache_policy: coworking_analytics::http::caching::CachePolicy::new(None),
+        cache_policy: coworking_analytics::http::caching::CachePolicy::new(None, None),
         zones: coworking_analytics::report::Zones {
             data: data.parse().unwrap(),
             report: report.map(|z| z.parse().unwrap()),

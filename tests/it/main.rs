@@ -36,6 +36,7 @@ mod replicas;
 mod reports;
 mod runner;
 mod serving;
+mod shared_cache;
 mod shutdown;
 mod tls;
 mod verify;

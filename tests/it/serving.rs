@@ -41,7 +41,7 @@ fn filtered_reports_equal_the_definition_restricted_to_the_filter() {
         cache: Arc::clone(writer.cache()),
         metrics: Arc::new(Metrics::new(Publisher::disabled())),
         readiness_max_age: std::time::Duration::from_secs(60),
-        cache_policy: CachePolicy::new(None),
+        cache_policy: CachePolicy::new(None, None),
         zones: Default::default(),
     };
     let days = coworking_analytics::db::definitions::definition_daily_usage(&mut conn).unwrap();
