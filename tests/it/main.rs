@@ -18,6 +18,7 @@ mod deltas;
 mod faults;
 mod formats;
 mod frozen_writer;
+mod h2;
 mod hostile;
 mod http;
 mod incremental;
