@@ -71,6 +71,7 @@ ensure_diesel_cli() {
 # Python driver (it drives /usr/bin/chromium; it downloads no browser) in their own virtualenv under target/tools.
 SCHEMATHESIS_VERSION=4.32.5
 PLAYWRIGHT_VERSION=1.65.2
+REDBOT_VERSION=2.7.1
 ensure_serving_tools() {
   if command -v dpkg-query >/dev/null; then
     ensure_debian_packages chromium fonts-dejavu-core python3 python3-venv
@@ -79,13 +80,15 @@ ensure_serving_tools() {
   local venv=target/tools/serving
   if [ -x "$venv/bin/schemathesis" ] && "$venv/bin/python" - <<PY 2>/dev/null
 import importlib.metadata as m, sys
-sys.exit(m.version("schemathesis") != "$SCHEMATHESIS_VERSION" or m.version("playwright") != "$PLAYWRIGHT_VERSION")
+sys.exit(m.version("schemathesis") != "$SCHEMATHESIS_VERSION" or m.version("playwright") != "$PLAYWRIGHT_VERSION"
+         or m.version("redbot") != "$REDBOT_VERSION")
 PY
   then
     return 0
   fi
-  echo "installing schemathesis==$SCHEMATHESIS_VERSION and playwright==$PLAYWRIGHT_VERSION into $venv" >&2
+  echo "installing schemathesis==$SCHEMATHESIS_VERSION, playwright==$PLAYWRIGHT_VERSION and redbot==$REDBOT_VERSION into $venv" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" "playwright==$PLAYWRIGHT_VERSION"
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" "playwright==$PLAYWRIGHT_VERSION" \
+    "redbot==$REDBOT_VERSION"
 }
