@@ -135,7 +135,10 @@ async fn connection(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.http_max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // A stream may queue up to 4 MiB of a report's frames (shared parts, not copies), so the connection task
+        // writes a large body out without waking the stream's task for every 400 KiB (hyper's default).
+        .max_send_buf_size(4 * 1024 * 1024);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut closing = false;

@@ -101,7 +101,7 @@ impl From<Bytes> for Body {
 }
 
 /// Most bytes handed to hyper in one frame (HTTP/2 cuts it into DATA frames of the peer's maximum size).
-pub const FRAME_BYTES: usize = 64 * 1024;
+pub const FRAME_BYTES: usize = 256 * 1024;
 
 /// Consecutive parts of a body as one `Buf`: read in order, written vectored, never joined.
 #[derive(Debug, Default)]
