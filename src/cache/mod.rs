@@ -105,7 +105,8 @@ pub enum Synced {
 }
 
 /// The read side, shared by the HTTP handlers, the probes and the metrics; written only through the one
-/// [`CacheWriter`] made with it (the follower's).
+/// [`CacheWriter`] made with it (the follower's). `ReportCache::default()` is an empty cache that nothing
+/// writes: it answers 503 to every report.
 ///
 /// Besides the snapshot it keeps `complete_at` (milliseconds since the epoch): the time up to which the served
 /// data is known to contain every captured change. A run's commit sets it, and so does a check that finds no
@@ -125,12 +126,6 @@ pub struct ReportCache {
 }
 
 impl ReportCache {
-    /// An empty cache that nothing writes (it answers 503 to every report); [`CacheWriter::new`] makes the cache
-    /// a replica serves, with its one writer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The snapshot being served, if any has been loaded yet.
     pub fn current(&self) -> Option<Arc<Snapshot>> {
         self.current.load_full()

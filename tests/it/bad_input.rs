@@ -54,7 +54,7 @@ proptest! {
     ) {
         let Ok(uri) = path.parse::<hyper::Uri>() else { return Ok(()) }; // the HTTP parser refuses it first
         let state = AppState {
-            cache: Arc::new(ReportCache::new()),
+            cache: Arc::new(ReportCache::default()),
             metrics: Arc::new(Metrics::new(Publisher::disabled())),
             readiness_max_age: std::time::Duration::from_secs(60),
             cache_policy: coworking_analytics::http::caching::CachePolicy::new(None, None),
