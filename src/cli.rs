@@ -85,6 +85,11 @@ pub struct RefreshArgs {
     /// then) from the base tables, repair what drifted, and print the repairs (drift is not a failure: exit 0).
     #[arg(long, conflicts_with = "full")]
     pub verify: bool,
+    /// With --full, --from/--to or --verify: how long to wait for the writer lock while the replicas' workers hold
+    /// it (they refresh several times a second), trying again every 50 ms; then exit 1 saying that nothing ran.
+    /// The plain incremental `refresh` (the CronJob's) never waits: another writer does the work, exit 0.
+    #[arg(long, default_value = "60s", value_parser = crate::config::values::duration)]
+    pub wait: std::time::Duration,
     #[command(flatten)]
     pub settings: Settings,
 }

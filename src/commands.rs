@@ -16,6 +16,8 @@ use crate::{app, db, seed};
 /// The whole of a one-shot `refresh`, delivering its metrics included, stays within this when the refresh itself
 /// is quick (a CronJob's pod should not linger on an unreachable CloudWatch).
 const REFRESH_EXIT_BUDGET: Duration = Duration::from_secs(10);
+/// How often an operator's `refresh` (`--full`, `--from/--to`, `--verify`) tries the writer lock again.
+const LOCK_RETRY: Duration = Duration::from_millis(50);
 /// Kept back from that budget for the process's own exit.
 const EXIT_MARGIN: Duration = Duration::from_millis(500);
 
@@ -111,7 +113,23 @@ pub fn refresh(
         db::prepare_schema(&mut conn, config.db_migrate)?;
         Ok(conn)
     });
-    let outcome = runner.run_on(conn, mode);
+    let mut outcome = runner.run_on(conn, mode);
+    // An operator's run (a rebuild, a backfill, a self-check) waits for its turn at the writer lock instead of
+    // being skipped: the workers hold it for a moment several times a second.
+    let waits = mode != Mode::Incremental;
+    while waits && matches!(outcome, Ok(refresh::Outcome::Skipped)) && started.elapsed() < args.wait
+    {
+        std::thread::sleep(LOCK_RETRY);
+        outcome = runner.run(mode);
+    }
+    if waits && matches!(outcome, Ok(refresh::Outcome::Skipped)) {
+        outcome = Err(refresh::RunError::LockBusy {
+            mode: mode.as_str(),
+            waited: args.wait,
+        });
+        slog::error!(log, "refresh did not run: another writer held the lock the whole time";
+            "mode" => mode.as_str(), "waited_ms" => args.wait.as_millis() as u64);
+    }
     if let (Ok(refresh::Outcome::Completed(r)), true) = (&outcome, args.verify) {
         print_repairs(r);
     }

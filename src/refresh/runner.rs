@@ -32,6 +32,12 @@ pub enum RunError {
     Db(#[from] DbError),
     #[error(transparent)]
     Refresh(#[from] RefreshError),
+    /// An operator's run waited its whole `--wait` for the writer lock: nothing was done.
+    #[error("the {mode} refresh did not run: another writer held the lock for all of {waited:?} (--wait)")]
+    LockBusy {
+        mode: &'static str,
+        waited: Duration,
+    },
 }
 
 /// Whether a message rate-limited by `last` may be logged at INFO now; if so, the next one may only after

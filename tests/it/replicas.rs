@@ -286,3 +286,59 @@ fn refresh_flags_full_range_and_dry_run() {
     assert_eq!(out.status.code(), Some(2), "--from needs --to");
     assert_eq!(success_runs(&mut conn), before, "nothing ran");
 }
+
+/// An operator's `refresh --full` waits its turn at the writer lock (#25.3). Before, with the replicas' workers
+/// holding the lock several times a second, it often exited 0 with "refresh skipped" and the rebuild never ran.
+#[test]
+fn an_operators_full_refresh_waits_for_the_lock_and_says_so_when_it_never_came() {
+    use diesel::connection::SimpleConnection;
+    let db = migrated_db();
+    common::add_one_checkin(&mut db.conn());
+    let full_runs = |conn: &mut diesel::PgConnection| -> i64 {
+        use diesel::RunQueryDsl;
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT count(*) FROM refresh_runs WHERE mode = 'full' AND outcome = 'success')",
+        ))
+        .get_result(conn)
+        .unwrap()
+    };
+    let refresh = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_coworking-analytics"))
+            .arg("refresh")
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap()
+    };
+    // Another writer holds the lock, in an open transaction, as a worker does during its run.
+    let mut holder = db.conn();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({})",
+            coworking_analytics::refresh::WRITER_LOCK_KEY
+        ))
+        .unwrap();
+    let plain = refresh(&[]);
+    assert!(
+        plain.status.success(),
+        "the CronJob's refresh still skips: {plain:?}"
+    );
+    let given_up = refresh(&["--full", "--wait", "1s"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&given_up.stdout),
+        String::from_utf8_lossy(&given_up.stderr)
+    );
+    assert_eq!(given_up.status.code(), Some(1), "{said}");
+    assert!(said.contains("did not run"), "{said}");
+    assert_eq!(full_runs(&mut db.conn()), 0);
+    // The lock comes free while a patient one waits: it runs.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        holder.batch_execute("COMMIT").unwrap();
+    });
+    let waited = refresh(&["--full", "--wait", "30s"]);
+    release.join().unwrap();
+    assert!(waited.status.success(), "{waited:?}");
+    assert_eq!(full_runs(&mut db.conn()), 1);
+}
