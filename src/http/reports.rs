@@ -11,7 +11,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::caching::{accepts_csv, accepts_gzip, list};
-use super::respond::{error, json};
+use super::respond::{error, json, representation};
 use super::state::AppState;
 use crate::cache::Ask;
 use crate::report::{params, Body, Kind, QueryError};
@@ -64,33 +64,16 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Kind) -> Resp {
         _ => snap.data.changed_at,
     };
     let not_modified = not_modified(req.headers(), &chosen.etag, last_modified);
-    let mut resp = if not_modified {
-        let mut r = Response::new(Body::from(Bytes::new()));
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        let mut r = Response::new(chosen.body);
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(chosen.media.content_type()),
-        );
-        if chosen.gzipped {
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
-        r
-    };
+    let next = chosen.next.clone();
+    let mut resp = representation(chosen, not_modified);
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&chosen.etag) {
-        headers.insert(header::ETAG, v);
-    }
     // The reports come in JSON or CSV by `Accept`, each plain or gzipped; the page only in HTML.
     let vary = match report {
         Kind::Dashboard => "Accept-Encoding",
         _ => "Accept, Accept-Encoding",
     };
     headers.insert(header::VARY, HeaderValue::from_static(vary));
-    if let Some(v) = chosen.next.and_then(|l| HeaderValue::from_str(&l).ok()) {
+    if let Some(v) = next.and_then(|l| HeaderValue::from_str(&l).ok()) {
         headers.insert(header::LINK, v);
     }
     let complete =

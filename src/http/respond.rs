@@ -5,7 +5,7 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use crate::report::Body;
+use crate::report::{Body, Representation};
 
 type Resp = Response<Body>;
 
@@ -38,5 +38,30 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+/// `rep` as a response: a `304` without content when the client's validator matched, else its body with
+/// `Content-Type` and `Content-Encoding`; its `ETag` either way.
+pub fn representation(rep: Representation, not_modified: bool) -> Resp {
+    let mut resp = if not_modified {
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(rep.body);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(rep.media.content_type()),
+        );
+        if rep.gzipped {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&rep.etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
     resp
 }

@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::caching::{accepts_gzip, accepts_openmetrics, list};
 use super::reports;
-use super::respond::{error, text};
+use super::respond::{error, representation, text};
 use super::state::AppState;
 use crate::cache::rendered::Encodings;
 use crate::report::{Body, Kind, Media};
@@ -188,26 +188,8 @@ fn openapi<B>(req: &Request<B>) -> Resp {
     let chosen = OPENAPI_BODIES.pick(accepts_gzip(&list(req.headers(), header::ACCEPT_ENCODING)));
     let unchanged = req.headers().contains_key(header::IF_NONE_MATCH)
         && reports::etag_matches(&list(req.headers(), header::IF_NONE_MATCH), &chosen.etag);
-    let mut resp = if unchanged {
-        let mut r = Response::new(Body::default());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        let mut r = Response::new(chosen.body.clone());
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(chosen.media.content_type()),
-        );
-        if chosen.gzipped {
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
-        r
-    };
+    let mut resp = representation(chosen, unchanged);
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&chosen.etag) {
-        headers.insert(header::ETAG, v);
-    }
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
