@@ -4,6 +4,7 @@
 
 use crate::common;
 use crate::common::{assert_rollups_match_definition, migrated_db};
+use crate::metrics_support::Served;
 use coworking_analytics::seed::{self, SeedParams};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -33,7 +34,7 @@ async fn sigterm_finishes_the_slow_response_and_the_running_refresh_then_exits_0
     };
     seed::load(&mut conn, params).unwrap();
     let port = common::free_port();
-    let mut child = Command::new(BIN)
+    let mut served = Command::new(BIN)
         .arg("serve")
         .env("DATABASE_URL", &db.url)
         .env("APP_PORT", port.to_string())
@@ -42,6 +43,16 @@ async fn sigterm_finishes_the_slow_response_and_the_running_refresh_then_exits_0
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // The log is read as it comes, so a full pipe never blocks the service; the guard stops the service if the
+    // test fails half-way.
+    let stdout = served.stdout.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        use std::io::Read;
+        let _ = std::io::BufReader::new(stdout).read_to_string(&mut log);
+        log
+    });
+    let mut child = Served(served);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let ready = Instant::now();
     loop {
@@ -60,17 +71,18 @@ async fn sigterm_finishes_the_slow_response_and_the_running_refresh_then_exits_0
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // A refresh that will be in progress when the signal comes: new check-ins, and the rollup table locked so
-    // the writer waits inside its transaction.
+    // A refresh that will be in progress when the signal comes: the rollup table locked, then new check-ins, so
+    // the writer waits inside its transaction. (Locked first: the worker checks for changes every 100 ms, and
+    // with the check-ins first it could commit before the lock was taken; CI saw that once.)
+    let mut holder = db.conn();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE daily_usage_rollup IN EXCLUSIVE MODE")
+        .unwrap();
     conn.batch_execute(
         "INSERT INTO tokens (user_id, token, created_at, used_at) \
          SELECT id, '000000', '2026-11-01 09:00', '2026-11-01 09:05' FROM users LIMIT 10",
     )
     .unwrap();
-    let mut holder = db.conn();
-    holder
-        .batch_execute("BEGIN; LOCK TABLE daily_usage_rollup IN EXCLUSIVE MODE")
-        .unwrap();
     let waiting = Instant::now();
     while count(
         &mut conn,
@@ -96,7 +108,7 @@ async fn sigterm_finishes_the_slow_response_and_the_running_refresh_then_exits_0
 
     let signalled = Instant::now();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
@@ -131,7 +143,7 @@ async fn sigterm_finishes_the_slow_response_and_the_running_refresh_then_exits_0
     );
 
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -141,14 +153,7 @@ async fn sigterm_finishes_the_slow_response_and_the_running_refresh_then_exits_0
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status.code(), Some(0));
-    let mut log = String::new();
-    use std::io::Read;
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = log.join().unwrap();
     assert!(
         log.contains("shutting down") || log.contains("shutdown"),
         "{log}"
