@@ -17,6 +17,7 @@ use crate::cache::{CacheWriter, ReportCache};
 use crate::config::{Config, DatabaseTarget};
 use crate::db;
 use crate::follower::{self, Follower};
+use crate::http::tls::{Tls, TlsFiles};
 use crate::http::{self, AppState};
 use crate::metrics::{self, sink::SinkSettings, Metrics, Publisher, SinkKind};
 use crate::refresh::{Caller, Mode, Runner};
@@ -72,6 +73,30 @@ pub fn start(
     // The worker wakes the follower after each of its runs; the follower alone writes the cache.
     let wake = Arc::new(tokio::sync::Notify::new());
 
+    let access = crate::access::setup::start(&config.access, &log, &shutdown_rx)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tls = match config.access.tls_files() {
+        Ok(None) => None,
+        Ok(Some((cert, key))) => {
+            let tls = Tls::load(TlsFiles { cert, key }).map_err(std::io::Error::other)?;
+            let (files, seen, current) = tls.reloader();
+            tokio::spawn(Tls::keep_current(
+                files,
+                seen,
+                current,
+                log.new(slog::o!("task" => "tls")),
+                shutdown_rx.clone(),
+            ));
+            Some(tls.acceptor)
+        }
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
+    if !access.is_open() && config.http.shared_cache_max_age.0.is_some() {
+        warn!(
+            log,
+            "SHARED_CACHE_MAX_AGE is ignored: with a credential required, answers are private"
+        );
+    }
     let state = Arc::new(AppState {
         cache: Arc::clone(&cache),
         metrics: Arc::clone(&metrics),
@@ -89,9 +114,17 @@ pub fn start(
             data: config.data_timezone,
             report: config.report_timezone,
         },
+        access: Arc::new(access),
+        cors: config
+            .access
+            .cors_allowed_origins
+            .clone()
+            .unwrap_or_default(),
+        audit: log.new(slog::o!("task" => "audit")),
     });
     let http = tokio::spawn(http::serve(
         listener,
+        tls,
         state,
         shutdown_rx.clone(),
         config.shutdown_timeout,
@@ -145,6 +178,18 @@ pub fn start(
         sink,
         log,
     })
+}
+
+/// The access settings and TLS files, checked before anything starts (a problem names its variable).
+pub fn check(config: &Config) -> Result<(), crate::config::ConfigError> {
+    crate::access::setup::check(&config.access)?;
+    if let Some((cert, key)) = config.access.tls_files()? {
+        Tls::load(TlsFiles { cert, key }).map_err(|e| crate::config::ConfigError::Invalid {
+            var: e.variable().into(),
+            reason: e.reason().into(),
+        })?;
+    }
+    Ok(())
 }
 
 /// The refresh runner for this configuration (the worker's, or the one-shot command's).

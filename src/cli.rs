@@ -30,6 +30,10 @@ pub enum Command {
     Migrate(Settings),
     /// Generate deterministic synthetic members and tokens, into the database (COPY) or as SQL.
     Seed(SeedArgs),
+    /// API keys: `keys new --name NAME --scopes reports,members,metrics` prints a new key once, and the line for
+    /// the keys file (API_KEYS_FILE), which holds only its hash.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Start a private PostgreSQL with the demo data and run the service on it (port APP_PORT, default 5153).
     /// Needs the PostgreSQL server binaries (Debian: apt-get install postgresql); Ctrl-C stops everything.
     #[cfg(feature = "dev-tools")]
@@ -100,6 +104,23 @@ pub enum SeedFormat {
     Db,
     /// Write psql-loadable SQL to stdout.
     Sql,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Make a key: 256 random bits after the prefix cwa_.
+    New {
+        /// Who holds it (shown in the audit log): letters, digits and . _ - @.
+        #[arg(long)]
+        name: String,
+        /// What it may read: reports, members and/or metrics, comma separated.
+        #[arg(long, value_parser = scopes)]
+        scopes: crate::access::Scopes,
+    },
+}
+
+fn scopes(value: &str) -> Result<crate::access::Scopes, String> {
+    crate::access::keys::parse_scopes(value)
 }
 
 #[derive(Debug, clap::Args)]

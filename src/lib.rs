@@ -14,6 +14,7 @@
 //! needs: [`pgtemp`] (a throw-away PostgreSQL), [`demo`] with its embedded SQL, and the reference queries and
 //! renderers the tests compare against.
 
+pub mod access;
 pub mod app;
 pub mod cache;
 pub mod cli;

@@ -3,7 +3,7 @@
 //! configuration error, 1: anything else).
 
 use clap::{CommandFactory, Parser};
-use coworking_analytics::cli::{Cli, Command, SeedFormat};
+use coworking_analytics::cli::{Cli, Command, KeysCommand, SeedFormat};
 use coworking_analytics::config::{self, ConfigError};
 use coworking_analytics::{commands, logging, seed};
 use slog::error;
@@ -50,6 +50,22 @@ fn main() -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
+        Command::Keys(KeysCommand::New { name, scopes }) => {
+            return match coworking_analytics::access::keys::new_key(name, *scopes) {
+                Ok(made) => {
+                    println!("API key for {name} (shown this once; give it to its holder now):");
+                    println!("{}", made.key);
+                    println!();
+                    println!("Add this line to the keys file (API_KEYS_FILE); it holds only the key's hash:");
+                    println!("{}", made.line);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keys new: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Seed(args) if args.format == SeedFormat::Sql => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             return match seed::write_sql(commands::seed_params(args), &mut out) {
@@ -68,7 +84,7 @@ fn main() -> ExitCode {
         Command::Seed(args) => (&args.settings.config, Some(&args.settings.database)),
         #[cfg(feature = "dev-tools")]
         Command::Demo(args) => (&args.config, None),
-        Command::Variables => return ExitCode::SUCCESS,
+        Command::Variables | Command::Keys(_) => return ExitCode::SUCCESS,
         #[cfg(feature = "dev-tools")]
         Command::Definition(_) => return ExitCode::SUCCESS,
     };
@@ -76,6 +92,11 @@ fn main() -> ExitCode {
         Ok(d) => d,
         Err(e) => return config_error(&e),
     };
+    if let Command::Serve(s) = &cli.command {
+        if let Err(e) = coworking_analytics::app::check(&s.config) {
+            return config_error(&e);
+        }
+    }
     let (log, guard) = logging::json_logger(logging::StdoutLines::default(), config.log_level);
     let result = match (&cli.command, &database) {
         (Command::Serve(_), Some(db)) => commands::serve(config, db, &log),

@@ -9,10 +9,12 @@
 //! never shows it, and its variable's value is never shown in `--help`; [`redact`] strips passwords from
 //! connection strings before they reach a log line or an error message.
 
+mod access;
 mod conninfo;
 mod groups;
 pub mod values;
 
+pub use access::{AccessConfig, Oidc, Origins};
 use clap::{Args, CommandFactory, Parser};
 use conninfo::conninfo_quote;
 pub use conninfo::{redact, split_tls, with_dbname, TlsSettings};
@@ -205,6 +207,8 @@ pub struct Config {
     pub report_timezone: Option<chrono_tz::Tz>,
     #[command(flatten)]
     pub metrics: MetricsConfig,
+    #[command(flatten)]
+    pub access: AccessConfig,
 }
 
 /// A setting that is on or off.

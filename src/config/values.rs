@@ -11,7 +11,7 @@ use std::time::Duration;
 pub struct ValueError(String);
 
 impl ValueError {
-    fn new(reason: impl Into<String>) -> Self {
+    pub(super) fn new(reason: impl Into<String>) -> Self {
         ValueError(reason.into())
     }
 }

@@ -13,10 +13,12 @@
 //! in-flight request and close, and [`serve`] waits for the set to empty, aborting what is left at the deadline.
 
 pub mod caching;
+pub mod guard;
 pub mod reports;
 pub mod respond;
 pub mod routes;
 pub mod state;
+pub mod tls;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,7 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -42,9 +44,11 @@ pub use crate::config::HttpLimits as Limits;
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
 retry-after: 1\r\ncontent-length: 82\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"connection limit reached; retry later\"}";
 
-/// Serves `listener` until `shutdown` turns true, then drains open connections for at most `drain`.
+/// Serves `listener` (over TLS when `tls` is given) until `shutdown` turns true, then drains open connections
+/// for at most `drain`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<AppState>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -77,9 +81,19 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (state, rx) = (Arc::clone(&state), shutdown.clone());
+        let (state, rx, tls) = (Arc::clone(&state), shutdown.clone(), tls.clone());
         tasks.spawn(async move {
-            connection(stream, state, rx, limits).await;
+            match tls {
+                None => connection(stream, state, rx, limits).await,
+                // The handshake gets the time a request head gets; a client that fails it is simply closed.
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.http_header_timeout, acceptor.accept(stream));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        connection(stream, state, rx, limits).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -95,13 +109,15 @@ pub async fn serve(
     }
 }
 
-/// One connection, from the first byte to close.
-async fn connection(
-    stream: TcpStream,
+/// One connection, from the first byte (after the TLS handshake) to close.
+async fn connection<S>(
+    stream: S,
     state: Arc<AppState>,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let epoch = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(Tracked {
@@ -113,12 +129,17 @@ async fn connection(
         let state = Arc::clone(&state);
         async move {
             let started = std::time::Instant::now();
-            let route = routes::route_label(req.uri().path());
+            let route = routes::Route::from_path(req.uri().path());
             let head = req.method() == hyper::Method::HEAD;
-            let mut resp = routes::handle(&state, req);
-            state
-                .metrics
-                .record_http(route, resp.status().as_u16(), started.elapsed());
+            let mut resp = match route {
+                None => routes::handle(&state, req, &guard::Grant::open()),
+                Some(route) => admitted(&state, route, req).await,
+            };
+            state.metrics.record_http(
+                route.map_or("other", routes::Route::path),
+                resp.status().as_u16(),
+                started.elapsed(),
+            );
             if head {
                 without_content(&mut resp);
             }
@@ -170,6 +191,32 @@ async fn connection(
     }
 }
 
+/// A request for a known route: a CORS preflight, or let in (or refused) by the guard, then answered; CORS
+/// headers on whatever it gets, and the audit line for member data.
+async fn admitted(
+    state: &AppState,
+    route: routes::Route,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<crate::report::Body> {
+    if let Some(resp) = guard::preflight(state, &req) {
+        return resp;
+    }
+    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+    let mut resp = match guard::admit(state, route, &req).await {
+        Ok(grant) => {
+            let query = req.uri().query().map(str::to_owned);
+            let resp = routes::handle(state, req, &grant);
+            if route == routes::Route::UserVisits {
+                guard::audit(state, &grant, query.as_deref(), resp.status());
+            }
+            resp
+        }
+        Err(resp) => resp,
+    };
+    guard::allow_origin(state, origin.as_ref(), &mut resp);
+    resp
+}
+
 /// A HEAD response: the GET response's header fields, `Content-Length` included, and no content (RFC 9110 9.3.2;
 /// RFC 9113 8.1.1 makes content in it a protocol error on HTTP/2, where hyper does not drop it as on HTTP/1.1).
 fn without_content(resp: &mut hyper::Response<crate::report::Body>) {
@@ -186,20 +233,20 @@ fn without_content(resp: &mut hyper::Response<crate::report::Body>) {
 }
 
 /// The socket, noting when bytes last moved in either direction (milliseconds since `epoch`).
-struct Tracked {
-    inner: TcpStream,
+struct Tracked<S> {
+    inner: S,
     epoch: Instant,
     activity: Arc<AtomicU64>,
 }
 
-impl Tracked {
+impl<S> Tracked<S> {
     fn touch(&self) {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.activity.store(ms, Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -214,7 +261,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

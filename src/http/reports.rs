@@ -13,12 +13,22 @@ use hyper::{Request, Response, StatusCode};
 use super::caching::{accepts_csv, accepts_gzip, list};
 use super::respond::{error, json, representation};
 use super::state::AppState;
+use crate::access::Denied;
 use crate::cache::Ask;
 use crate::report::{params, Body, Kind, QueryError};
 
 type Resp = Response<Body>;
 
 pub fn serve<B>(state: &AppState, req: &Request<B>, report: Kind) -> Resp {
+    serve_for(state, req, report, None)
+}
+
+/// `user_visits` for a member token: that member's entry alone (the request names no one, or exactly them).
+pub fn serve_member<B>(state: &AppState, req: &Request<B>, member: i32) -> Resp {
+    serve_for(state, req, Kind::UserVisits, Some(member))
+}
+
+fn serve_for<B>(state: &AppState, req: &Request<B>, report: Kind, member: Option<i32>) -> Resp {
     let Some(snap) = state.cache.current() else {
         // Before the first load: a JSON error for the reports, a page that reloads itself for a browser.
         let mut resp = if report == Kind::Dashboard {
@@ -43,10 +53,17 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Kind) -> Resp {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return resp;
     };
-    let params = match params::parse(report, req.uri().query()) {
+    let mut params = match params::parse(report, req.uri().query()) {
         Ok(p) => p,
         Err(e) => return bad_parameter(&e),
     };
+    if let Some(member) = member {
+        let others = params.users.ids.iter().any(|id| *id != member);
+        if others || params.page.is_some() {
+            return super::guard::denied(&Denied::NotOwnEntry(member));
+        }
+        params.users.ids.insert(member);
+    }
     let now = Utc::now();
     let runs = state.cache.recent_runs();
     let chosen = snap.answer(&Ask {
@@ -78,10 +95,13 @@ pub fn serve<B>(state: &AppState, req: &Request<B>, report: Kind) -> Resp {
     }
     let complete =
         now - chrono::Duration::from_std(state.cache.age(&snap, now)).unwrap_or_default();
-    headers.insert(
-        header::CACHE_CONTROL,
-        state.cache_policy.header(now, complete),
-    );
+    // Behind a credential, only the client's own cache may keep an answer (no shared cache may hand it on).
+    let cache_control = if state.access.is_open() {
+        state.cache_policy.header(now, complete)
+    } else {
+        HeaderValue::from_static("private, no-cache")
+    };
+    headers.insert(header::CACHE_CONTROL, cache_control);
     let last_modified = last_modified
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string();

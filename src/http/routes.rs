@@ -10,6 +10,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::caching::{accepts_gzip, accepts_openmetrics, list};
+use super::guard::Grant;
 use super::reports;
 use super::respond::{error, representation, text};
 use super::state::AppState;
@@ -70,12 +71,8 @@ impl Route {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The route label of a path for metrics (unknown paths share one label, so they cannot blow up cardinality).
-pub fn route_label(path: &str) -> &'static str {
-    Route::from_path(path).map_or("other", Route::path)
-}
-
-/// Answers one request.
-pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
+/// Answers one request that `grant` let in.
+pub fn handle<B>(state: &AppState, req: Request<B>, grant: &Grant) -> Resp {
     let path = req.uri().path();
     let Some(route) = Route::from_path(path) else {
         return error(
@@ -118,7 +115,10 @@ pub fn handle<B>(state: &AppState, req: Request<B>) -> Resp {
         Route::OpenApi => openapi(&req),
         Route::Dashboard => reports::serve(state, &req, Kind::Dashboard),
         Route::DailyUsage => reports::serve(state, &req, Kind::DailyUsage),
-        Route::UserVisits => reports::serve(state, &req, Kind::UserVisits),
+        Route::UserVisits => match grant.only_member {
+            None => reports::serve(state, &req, Kind::UserVisits),
+            Some(member) => reports::serve_member(state, &req, member),
+        },
         Route::Occupancy => reports::serve(state, &req, Kind::Occupancy),
     }
 }

@@ -1,10 +1,13 @@
-//! What every handler shares: the cache (read only), the metrics, and the settings that shape an answer.
+//! What every handler shares: the cache (read only), the metrics, who may read what, and the settings that shape
+//! an answer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::caching::CachePolicy;
+use crate::access::Access;
 use crate::cache::ReportCache;
+use crate::config::Origins;
 use crate::metrics::Metrics;
 use crate::report::Zones;
 
@@ -19,4 +22,10 @@ pub struct AppState {
     pub cache_policy: CachePolicy,
     /// `DATA_TIMEZONE` and `REPORT_TIMEZONE`.
     pub zones: Zones,
+    /// The credentials accepted (open when none are configured).
+    pub access: Arc<Access>,
+    /// `CORS_ALLOWED_ORIGINS` (empty: no CORS header is ever sent).
+    pub cors: Origins,
+    /// Where the audit lines of member-data reads go.
+    pub audit: slog::Logger,
 }

@@ -59,10 +59,13 @@ proptest! {
             readiness_max_age: std::time::Duration::from_secs(60),
             cache_policy: coworking_analytics::http::caching::CachePolicy::new(None, None),
             zones: Default::default(),
+            access: Arc::new(coworking_analytics::access::Access::open()),
+            cors: Default::default(),
+            audit: slog::Logger::root(slog::Discard, slog::o!()),
         };
         let req_path = uri.path().to_owned();
         let req = hyper::Request::builder().method(method).uri(uri).body(()).unwrap();
-        let resp = handle(&state, req);
+        let resp = handle(&state, req, &coworking_analytics::http::guard::Grant::open());
         let status = resp.status().as_u16();
         prop_assert!([200, 304, 400, 404, 405, 503].contains(&status), "{} {} -> {}", method, path, status);
         if status >= 400 {

@@ -43,6 +43,9 @@ fn filtered_reports_equal_the_definition_restricted_to_the_filter() {
         readiness_max_age: std::time::Duration::from_secs(60),
         cache_policy: CachePolicy::new(None, None),
         zones: Default::default(),
+        access: Arc::new(coworking_analytics::access::Access::open()),
+        cors: Default::default(),
+        audit: slog::Logger::root(slog::Discard, slog::o!()),
     };
     let days = coworking_analytics::db::definitions::definition_daily_usage(&mut conn).unwrap();
     let users = coworking_analytics::db::definitions::definition_user_visits(&mut conn).unwrap();
