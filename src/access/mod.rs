@@ -95,7 +95,10 @@ pub struct Principal {
 /// Why a request gets no access.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
-    /// 401: no credential, or one that is unknown, expired or malformed.
+    /// 401: the request carries no credential.
+    #[error("this endpoint needs a credential: an API key or a token")]
+    NoCredential,
+    /// 401: a credential one that is unknown, expired or malformed.
     #[error("{0}")]
     Unauthenticated(String),
     /// 403: a valid credential without the scope.
@@ -139,11 +142,7 @@ impl Access {
     pub async fn identify(&self, authorization: &[&[u8]]) -> Result<Arc<Principal>, Denied> {
         let unauth = |m: &str| Denied::Unauthenticated(m.to_owned());
         let secret = match authorization {
-            [] => {
-                return Err(unauth(
-                    "this endpoint needs a credential: an API key or a token",
-                ))
-            }
+            [] => return Err(Denied::NoCredential),
             [one] => credential(one).ok_or_else(|| {
                 unauth("the Authorization header is malformed; send Bearer <key or token> or Basic")
             })?,

@@ -88,14 +88,17 @@ pub async fn admit<B>(state: &AppState, route: Route, req: &Request<B>) -> Resul
 /// The answer to a refused request.
 pub fn denied(why: &Denied) -> Resp {
     match why {
-        Denied::Unauthenticated(_) => {
+        Denied::NoCredential | Denied::Unauthenticated(_) => {
             let mut resp = error(StatusCode::UNAUTHORIZED, "unauthorized", &why.to_string());
             let h = resp.headers_mut();
+            // RFC 6750 3.1: no error code when the request carried no credential at all.
             h.append(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(
-                    "Bearer realm=\"coworking-analytics\", error=\"invalid_token\"",
-                ),
+                HeaderValue::from_static(if *why == Denied::NoCredential {
+                    "Bearer realm=\"coworking-analytics\""
+                } else {
+                    "Bearer realm=\"coworking-analytics\", error=\"invalid_token\""
+                }),
             );
             h.append(
                 header::WWW_AUTHENTICATE,

@@ -234,14 +234,14 @@ impl TestApp {
     }
 
     pub async fn start(self) -> coworking_analytics::app::Service {
+        self.start_logged(coworking_analytics::logging::discard())
+            .await
+    }
+
+    /// [`TestApp::start`] with the service's log going to `log`.
+    pub async fn start_logged(self, log: slog::Logger) -> coworking_analytics::app::Service {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        coworking_analytics::app::start(
-            &self.config,
-            &self.database,
-            listener,
-            coworking_analytics::logging::discard(),
-        )
-        .unwrap()
+        coworking_analytics::app::start(&self.config, &self.database, listener, log).unwrap()
     }
 }
 

@@ -7,8 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access_support;
 mod common;
 mod metrics_support;
+
+mod access;
 
 mod bad_input;
 mod cli;
