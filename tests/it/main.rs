@@ -43,5 +43,6 @@ mod serving;
 mod shared_cache;
 mod shutdown;
 mod tls;
+mod tokens;
 mod verify;
 mod zones;
