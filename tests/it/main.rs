@@ -24,6 +24,7 @@ mod frozen_writer;
 mod h2;
 mod hostile;
 mod http;
+mod https;
 mod incremental;
 mod layers;
 mod metrics;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "s3cr3t-PW-never-shown";
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
@@ -33,7 +33,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA, a server certificate for 127.0.0.1 and localhost, a client certificate for `certuser`, another CA, and
 /// a bundle of both CAs (the right one second).
-fn certificates(dir: &Path) {
+pub fn certificates(dir: &Path) {
     let ca = |name: &str| {
         openssl(
             dir,
