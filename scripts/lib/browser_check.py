@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Loads the dashboard page in headless Chromium (Debian's package) and checks what a person would see.
 
-Usage: browser_check.py BASE_URL SCREENSHOT_DIR
+Usage: [CHECK_SERVING_KEY=cwa_...] browser_check.py BASE_URL SCREENSHOT_DIR
+
+With CHECK_SERVING_KEY the service requires a credential: the browser logs in with HTTP Basic (any user name,
+the key as the password), as a person does in the browser's login prompt; without it, the page must answer 401.
 
 Two passes, each with a fresh profile directory and the flags these machines need:
 1. `chromium --headless --dump-dom`: the page as the browser rendered it (Chromium exits 0 even for an error
@@ -15,10 +18,12 @@ Two passes, each with a fresh profile directory and the flags these machines nee
 Exits non-zero with every problem listed.
 """
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 
 CHROMIUM = "/usr/bin/chromium"
@@ -26,6 +31,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 problems = []
+KEY = os.environ.get("CHECK_SERVING_KEY")
 
 
 def check(ok, what):
@@ -35,7 +41,8 @@ def check(ok, what):
 
 
 def get_json(url):
-    with urllib.request.urlopen(url, timeout=10) as r:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {KEY}"} if KEY else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)
 
 
@@ -92,7 +99,8 @@ def check_bars(page, base, name, query):
 
 def dump_dom_pass(base, want):
     with tempfile.TemporaryDirectory() as profile:
-        out = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", base + "/"],
+        url = base.replace("http://", f"http://check-serving:{KEY}@") if KEY else base
+        out = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", url + "/"],
                              capture_output=True, text=True, timeout=120)
     dom = out.stdout
     if not check(out.returncode == 0 and "<html" in dom, f"dump-dom: chromium exit {out.returncode}, "
@@ -118,8 +126,9 @@ def playwright_pass(base, want, shots):
     with sync_playwright() as p:
         for name, options in viewports.items():
             with tempfile.TemporaryDirectory() as profile:
+                login = {"http_credentials": {"username": "check-serving", "password": KEY}} if KEY else {}
                 ctx = p.chromium.launch_persistent_context(
-                    profile, executable_path=CHROMIUM, headless=True, args=FLAGS[1:], **options)
+                    profile, executable_path=CHROMIUM, headless=True, args=FLAGS[1:], **options, **login)
                 page = ctx.new_page()
                 seen = []
                 page.on("console", lambda m: m.type in ("error", "warning") and seen.append(f"console {m.type}: {m.text}"))
@@ -127,7 +136,9 @@ def playwright_pass(base, want, shots):
                 page.on("requestfailed", lambda r: seen.append(f"request failed: {r.url} ({r.failure})"))
                 page.on("request", lambda r: r.url.startswith(base) or r.url.startswith("data:")
                         or seen.append(f"request to another origin: {r.url}"))
-                page.on("response", lambda r: r.status >= 400 and seen.append(f"HTTP {r.status}: {r.url}"))
+                # The login prompt's challenge (a 401 answered with the credential) is expected once per page.
+                page.on("response", lambda r: r.status >= 400 and not (KEY and r.status == 401)
+                        and seen.append(f"HTTP {r.status}: {r.url}"))
                 resp = page.goto(base + "/", wait_until="load")
                 check(resp is not None and resp.status == 200, f"{name}: status {resp and resp.status}")
                 page.wait_for_timeout(300)
@@ -173,6 +184,13 @@ def playwright_pass(base, want, shots):
 
 def main():
     base, shots = sys.argv[1].rstrip("/"), sys.argv[2]
+    if KEY:
+        try:
+            urllib.request.urlopen(base + "/", timeout=10)
+            check(False, "the page answered without a credential")
+        except urllib.error.HTTPError as e:
+            check(e.code == 401 and "Basic" in " ".join(e.headers.get_all("WWW-Authenticate") or []),
+                  f"without a credential: {e.code}, challenges {e.headers.get_all('WWW-Authenticate')}")
     want = expected_figures(base)
     print(f"  expected from the JSON reports: {want}")
     dump_dom_pass(base, want)

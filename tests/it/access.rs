@@ -400,3 +400,45 @@ async fn cors_answers_preflights_and_marks_answers_for_allowed_origins_only() {
         );
     }
 }
+
+#[test]
+fn the_openapi_document_declares_the_schemes_and_the_refusals_of_every_guarded_route() {
+    use coworking_analytics::http::guard::scope_of;
+    let doc: serde_json::Value =
+        serde_json::from_str(coworking_analytics::http::routes::OPENAPI).unwrap();
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(
+        (
+            schemes["bearer"]["scheme"].as_str(),
+            schemes["basic"]["scheme"].as_str()
+        ),
+        (Some("bearer"), Some("basic"))
+    );
+    for route in Route::ALL {
+        let op = &doc["paths"][route.path()]["get"];
+        match scope_of(route) {
+            Some(scope) => {
+                assert_eq!(
+                    op["security"],
+                    serde_json::json!([{"bearer": []}, {"basic": []}]),
+                    "{}",
+                    route.path()
+                );
+                assert!(
+                    op["responses"]["401"].is_object() && op["responses"]["403"].is_object(),
+                    "{}",
+                    route.path()
+                );
+                assert!(
+                    op["description"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("`{}`", scope.name())),
+                    "{}",
+                    route.path()
+                );
+            }
+            None => assert_eq!(op["security"], serde_json::json!([]), "{}", route.path()),
+        }
+    }
+}
