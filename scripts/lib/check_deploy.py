@@ -45,7 +45,7 @@ def required_variables(root):
 
 def load_docs(root):
     docs = []
-    for path in sorted((root / "k8s").glob("*.yaml")):
+    for path in sorted((root / "k8s").glob("*.yaml")) + sorted((root / "k8s" / "readers").glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         for doc in yaml.safe_load_all(path.read_text()):
@@ -130,6 +130,15 @@ def check(root):
             if d.get("kind") == "Deployment" and any(c.get("image", "").startswith(IMAGE)
                                                      for c in spec.get("containers", [])):
                 errors += grace_period_errors(f, d, spec, configmaps)
+                errors += keys_mount_errors(f, d, spec, secrets)
+
+    # No Service of the API is internet-facing by default (EKS makes a LoadBalancer public unless told).
+    for f, d in docs:
+        if d.get("kind") == "Service" and d.get("spec", {}).get("type") == "LoadBalancer":
+            notes = (d["metadata"].get("annotations") or {})
+            if notes.get("service.beta.kubernetes.io/aws-load-balancer-scheme") != "internal":
+                errors.append(f"{f}: Service {d['metadata']['name']} is a LoadBalancer without "
+                              "aws-load-balancer-scheme: internal (internet-facing on EKS)")
 
     errors += dockerfile_errors(root)
     errors += buildspec_errors(root)
@@ -141,6 +150,44 @@ def seconds(text):
     if not m:
         return None
     return int(m.group(1)) * (60 if m.group(2) == "m" else 1)
+
+
+def keys_mount_errors(f, d, spec, secrets):
+    """Every serving pod reads its API keys from the Secret, mounted read-only, at the path API_KEYS_FILE names."""
+    errors = []
+    where = f"{f}: Deployment {d['metadata']['name']}"
+    volumes = {v["name"]: v for v in spec.get("volumes", []) if "secret" in v}
+    key_volumes = {n for n, v in volumes.items() if v["secret"].get("secretName") == "coworking-api-keys"}
+    if "coworking-api-keys" not in secrets:
+        errors.append(f"{where}: the Secret coworking-api-keys is not defined in k8s/ (api-keys-secret.yaml)")
+    for c in spec.get("containers", []):
+        if not c.get("image", "").startswith(IMAGE):
+            continue
+        path = next((e.get("value") for e in c.get("env", []) if e["name"] == "API_KEYS_FILE"), None)
+        mounts = [m for m in c.get("volumeMounts", []) if m["name"] in key_volumes]
+        if path is None:
+            errors.append(f"{where}: API_KEYS_FILE is not set: every report would be open")
+        elif not any(path.startswith(m["mountPath"].rstrip("/") + "/") for m in mounts):
+            errors.append(f"{where}: API_KEYS_FILE {path} is not in a mount of the Secret coworking-api-keys")
+        for m in mounts:
+            if not m.get("readOnly"):
+                errors.append(f"{where}: the keys Secret is mounted without readOnly: true")
+    return errors
+
+
+def tls_probe_errors(built):
+    """In a build with the k8s/tls component: a container given TLS_CERT_FILE is probed over HTTPS."""
+    errors = []
+    for d in yaml.safe_load_all(pathlib.Path(built).read_text()):
+        for tmpl in pod_specs(d or {}):
+            for c in tmpl.get("spec", {}).get("containers", []):
+                if not any(e["name"] == "TLS_CERT_FILE" for e in c.get("env", [])):
+                    continue
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    get = (c.get(probe) or {}).get("httpGet")
+                    if get is not None and get.get("scheme") != "HTTPS":
+                        errors.append(f"{d['metadata']['name']}: {probe} is not HTTPS while TLS_CERT_FILE is set")
+    return errors
 
 
 def grace_period_errors(f, d, spec, configmaps):
@@ -229,6 +276,12 @@ BREAKS = [
     ("k8s/coworking-deployment.yaml", "terminationGracePeriodSeconds: 40", "terminationGracePeriodSeconds: 20",
      "is not longer than"),
     ("k8s/coworking-deployment.yaml", "key: DB_PASSWORD", "key: DB_PASS", "is not in secret.yaml"),
+    ("k8s/coworking-service.yaml", "aws-load-balancer-scheme: internal", "aws-load-balancer-scheme: internet-facing",
+     "internet-facing on EKS"),
+    ("k8s/readers/readers-deployment.yaml", "              readOnly: true", "              readOnly: false",
+     "without readOnly"),
+    ("k8s/coworking-deployment.yaml", "value: /etc/coworking/access/keys", "value: /etc/keys",
+     "is not in a mount"),
     ("Dockerfile", "ENV APP_PORT=5153", "ENV DB_PASSWORD=hunter2 APP_PORT=5153", "secret-like variable"),
     ("Dockerfile", "USER 10001:10001", "USER root", "numeric non-root uid"),
     ("buildspec.yml", 'docker push "${IMAGE_URI}:${VERSION}"', "echo no push", "semantic-version tags"),
@@ -255,6 +308,11 @@ def self_test(root):
 
 def main():
     args = sys.argv[1:]
+    if args and args[0] == "--tls-build":
+        errors = tls_probe_errors(args[1])
+        for e in errors:
+            print(f"error: {e}")
+        sys.exit(1 if errors else 0)
     if args and args[0] == "--self-test":
         sys.exit(0 if self_test(pathlib.Path(args[1])) else 1)
     root = pathlib.Path(args[0] if args else ".")
