@@ -121,6 +121,35 @@ async fn tokens_are_verified_against_the_issuers_keys_and_forgeries_refused() {
         }
     }
 
+    // Every guarded endpoint refuses an expired token with 401, over both protocols.
+    let expired = rsa.sign(&claims(
+        ISS,
+        AUD,
+        -120,
+        json!({"scope": "reports members metrics"}),
+    ));
+    for route in coworking_analytics::http::routes::Route::ALL {
+        if coworking_analytics::http::guard::scope_of(route).is_some() {
+            for h2 in [false, true] {
+                let a = call(
+                    service.addr,
+                    h2,
+                    "GET",
+                    route.path(),
+                    &[("authorization", &format!("Bearer {expired}"))],
+                )
+                .await;
+                assert_eq!(
+                    (a.status, a.json()["message"].as_str()),
+                    (401, Some("the token has expired")),
+                    "{}",
+                    route.path()
+                );
+            }
+        }
+    }
+    tokens.push(expired);
+
     // The issuer rotates: a token from a new key (unknown kid) fetches the keys again at once; another unknown
     // kid right after does not fetch again (at most once a minute).
     let before = jwks.fetched();
