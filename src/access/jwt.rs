@@ -22,7 +22,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use slog::{error, info, Logger};
 use tokio::sync::watch;
 
-use super::{Denied, Principal, Scope, Scopes};
+use super::principal::{Denied, Principal, Scope, Scopes};
 
 /// Clock skew allowed on `exp` and `nbf`.
 pub const LEEWAY: u64 = 30;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use super::{Principal, Scope, Scopes};
+use super::principal::{Principal, Scope, Scopes};
 
 /// What every key starts with.
 pub const PREFIX: &str = "cwa_";

@@ -13,7 +13,6 @@ use slog::info;
 use std::sync::Arc;
 
 use super::respond::error;
-use super::routes::Route;
 use super::state::AppState;
 use crate::access::{Denied, Principal, Scope};
 use crate::report::Body;
@@ -39,19 +38,13 @@ impl Grant {
     }
 }
 
-/// The scope `route` needs (`None`: public).
-pub fn scope_of(route: Route) -> Option<Scope> {
-    match route {
-        Route::Health | Route::Readiness | Route::OpenApi => None,
-        Route::Dashboard | Route::DailyUsage | Route::Occupancy => Some(Scope::Reports),
-        Route::UserVisits => Some(Scope::Members),
-        Route::Metrics => Some(Scope::Metrics),
-    }
-}
-
-/// Lets the request in, or answers 401/403.
-pub async fn admit<B>(state: &AppState, route: Route, req: &Request<B>) -> Result<Grant, Resp> {
-    let Some(needed) = scope_of(route) else {
+/// Lets a request for a route that needs `needed` (`None`: public) in, or answers 401/403.
+pub async fn admit<B>(
+    state: &AppState,
+    needed: Option<Scope>,
+    req: &Request<B>,
+) -> Result<Grant, Resp> {
+    let Some(needed) = needed else {
         return Ok(Grant::open());
     };
     if state.access.is_open() {
@@ -125,13 +118,13 @@ pub fn denied(why: &Denied) -> Resp {
 }
 
 /// Logs an answered request for member data: who, the path and filter, the status (the audit trail).
-pub fn audit(state: &AppState, grant: &Grant, query: Option<&str>, status: StatusCode) {
+pub fn audit(state: &AppState, grant: &Grant, path: &str, query: Option<&str>, status: StatusCode) {
     let who = grant.who.as_ref().map_or_else(
         || "anonymous (open access)".to_owned(),
         |w| w.name.to_string(),
     );
     info!(state.audit, "member data read";
-          "audit" => true, "who" => who, "path" => Route::UserVisits.path(),
+          "audit" => true, "who" => who, "path" => path,
           "filter" => query.unwrap_or(""), "status" => status.as_u16());
 }
 

@@ -202,12 +202,12 @@ async fn admitted(
         return resp;
     }
     let origin = req.headers().get(hyper::header::ORIGIN).cloned();
-    let mut resp = match guard::admit(state, route, &req).await {
+    let mut resp = match guard::admit(state, route.scope(), &req).await {
         Ok(grant) => {
             let query = req.uri().query().map(str::to_owned);
             let resp = routes::handle(state, req, &grant);
             if route == routes::Route::UserVisits {
-                guard::audit(state, &grant, query.as_deref(), resp.status());
+                guard::audit(state, &grant, route.path(), query.as_deref(), resp.status());
             }
             resp
         }

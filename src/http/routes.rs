@@ -14,6 +14,7 @@ use super::guard::Grant;
 use super::reports;
 use super::respond::{error, representation, text};
 use super::state::AppState;
+use crate::access::Scope;
 use crate::cache::rendered::Encodings;
 use crate::report::{Body, Kind, Media};
 
@@ -60,6 +61,16 @@ impl Route {
     /// The methods the route allows (every route is read-only).
     pub fn allow(self) -> &'static str {
         "GET, HEAD"
+    }
+
+    /// The scope a request needs when access is guarded (`None`: public, as the kubelet's probes must be).
+    pub fn scope(self) -> Option<Scope> {
+        match self {
+            Route::Health | Route::Readiness | Route::OpenApi => None,
+            Route::Dashboard | Route::DailyUsage | Route::Occupancy => Some(Scope::Reports),
+            Route::UserVisits => Some(Scope::Members),
+            Route::Metrics => Some(Scope::Metrics),
+        }
     }
 
     pub fn from_path(path: &str) -> Option<Route> {

@@ -403,7 +403,6 @@ async fn cors_answers_preflights_and_marks_answers_for_allowed_origins_only() {
 
 #[test]
 fn the_openapi_document_declares_the_schemes_and_the_refusals_of_every_guarded_route() {
-    use coworking_analytics::http::guard::scope_of;
     let doc: serde_json::Value =
         serde_json::from_str(coworking_analytics::http::routes::OPENAPI).unwrap();
     let schemes = &doc["components"]["securitySchemes"];
@@ -416,7 +415,7 @@ fn the_openapi_document_declares_the_schemes_and_the_refusals_of_every_guarded_r
     );
     for route in Route::ALL {
         let op = &doc["paths"][route.path()]["get"];
-        match scope_of(route) {
+        match route.scope() {
             Some(scope) => {
                 assert_eq!(
                     op["security"],

@@ -129,7 +129,7 @@ async fn tokens_are_verified_against_the_issuers_keys_and_forgeries_refused() {
         json!({"scope": "reports members metrics"}),
     ));
     for route in coworking_analytics::http::routes::Route::ALL {
-        if coworking_analytics::http::guard::scope_of(route).is_some() {
+        if route.scope().is_some() {
             for h2 in [false, true] {
                 let a = call(
                     service.addr,
