@@ -125,7 +125,28 @@ pub fn audit(state: &AppState, grant: &Grant, path: &str, query: Option<&str>, s
     );
     info!(state.audit, "member data read";
           "audit" => true, "who" => who, "path" => path,
-          "filter" => query.unwrap_or(""), "status" => status.as_u16());
+          "filter" => redacted(query.unwrap_or("")), "status" => status.as_u16());
+}
+
+/// A query string with anything that looks like an API key cut out (a client that put its key in the URL by
+/// mistake gets a 400, and the audit line must not keep the key).
+fn redacted(query: &str) -> std::borrow::Cow<'_, str> {
+    if !query.contains(crate::access::keys::PREFIX) {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let mut out = String::with_capacity(query.len());
+    let mut rest = query;
+    while let Some(at) = rest.find(crate::access::keys::PREFIX) {
+        out.push_str(&rest[..at]);
+        out.push_str("cwa_[redacted]");
+        let tail = &rest[at + crate::access::keys::PREFIX.len()..];
+        let end = tail
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// A CORS preflight from an allowed origin: which methods and headers the real request may use.
@@ -183,4 +204,18 @@ pub fn allow_origin(state: &AppState, origin: Option<&HeaderValue>, resp: &mut R
         HeaderValue::from_static("ETag, Link, Last-Modified, X-Data-Age-Seconds"),
     );
     true
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_key_in_the_query_string_is_cut_out_of_the_audit_line() {
+        let key = format!("cwa_{}", "ab12".repeat(16));
+        let q = format!("user_id=1&key={key}&x={key}");
+        assert_eq!(
+            super::redacted(&q),
+            "user_id=1&key=cwa_[redacted]&x=cwa_[redacted]"
+        );
+        assert_eq!(super::redacted("user_id=1,2"), "user_id=1,2");
+    }
 }
