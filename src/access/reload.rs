@@ -71,25 +71,34 @@ impl Watched {
     }
 }
 
+/// Hands `apply` the files' contents each time any of them changes (read every [`EVERY`]), until shutdown.
+pub async fn on_change(
+    mut watched: Watched,
+    mut shutdown: watch::Receiver<bool>,
+    mut apply: impl FnMut(Vec<Vec<u8>>),
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        if let Some(contents) = watched.changed() {
+            apply(contents);
+        }
+    }
+}
+
 /// Reads `path` again every [`EVERY`] and swaps a changed, well-formed keys file into `keys`; stops at shutdown.
 pub async fn watch_keys(
     path: PathBuf,
     seen: Vec<u8>,
     keys: Arc<ArcSwap<KeySet>>,
     log: Logger,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut watched = Watched::new(vec![path.clone()], vec![seen]);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(EVERY) => {}
-        }
-        let Some(contents) = watched.changed() else {
-            continue;
-        };
-        let text = contents.concat();
-        match KeySet::parse(&String::from_utf8_lossy(&text)) {
+    let watched = Watched::new(vec![path.clone()], vec![seen]);
+    on_change(watched, shutdown, |contents| {
+        match KeySet::parse(&String::from_utf8_lossy(&contents.concat())) {
             Ok(set) => {
                 info!(log, "API keys file reloaded"; "path" => %path.display(), "keys" => set.len());
                 keys.store(Arc::new(set));
@@ -99,5 +108,6 @@ pub async fn watch_keys(
                        "path" => %path.display(), "line" => e.line, "error" => %e.reason);
             }
         }
-    }
+    })
+    .await;
 }

@@ -16,7 +16,7 @@ use slog::{error, info, Logger};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::access::reload::{Watched, EVERY};
+use crate::access::reload::{on_change, Watched};
 
 /// Why a certificate or key was refused; says which variable's file is at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,17 +122,10 @@ impl Tls {
         seen: Vec<Vec<u8>>,
         current: Arc<impl Swap>,
         log: Logger,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
-        let mut watched = Watched::new(vec![files.cert.clone(), files.key.clone()], seen);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(EVERY) => {}
-            }
-            let Some(contents) = watched.changed() else {
-                continue;
-            };
+        let watched = Watched::new(vec![files.cert.clone(), files.key.clone()], seen);
+        on_change(watched, shutdown, |contents| {
             match certified(&contents[0], &contents[1]) {
                 Ok(ck) => {
                     current.swap_in(ck);
@@ -142,7 +135,8 @@ impl Tls {
                 Err(e) => error!(log, "TLS certificate refused; the last good one stays in use";
                                  "error" => %e),
             }
-        }
+        })
+        .await;
     }
 
     /// Splits off what the reload task needs.

@@ -5,7 +5,7 @@
 
 use crate::access::new_key;
 use crate::common::{migrated_db, wait_for_run, TestApp};
-use crate::tls::{certificates, openssl};
+use crate::tls::{certificates, leaf};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
@@ -45,49 +45,13 @@ fn get(path: &str, key: Option<&str>) -> hyper::Request<Empty<bytes::Bytes>> {
     req.body(Empty::new()).unwrap()
 }
 
-/// A second server certificate from the same CA (a renewal).
+/// A second server certificate from the same CA, with a new key (a renewal).
 fn renew(dir: &Path) {
-    openssl(
+    leaf(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "renewed.key",
-            "-out",
-            "renewed.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("renewed.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-CA",
-            "test-ca.crt",
-            "-CAkey",
-            "test-ca.key",
-            "-CAcreateserial",
-            "-extfile",
-            "renewed.ext",
-            "-in",
-            "renewed.csr",
-            "-out",
-            "renewed.crt",
-        ],
+        "renewed",
+        "localhost",
+        Some("subjectAltName=IP:127.0.0.1,DNS:localhost\n"),
     );
 }
 

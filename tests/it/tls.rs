@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "s3cr3t-PW-never-shown";
 
-pub fn openssl(dir: &Path, args: &[&str]) {
+fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
@@ -29,6 +29,45 @@ pub fn openssl(dir: &Path, args: &[&str]) {
         "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A certificate for `cn` (with the extensions `ext`, e.g. subjectAltName) signed by test-ca, as NAME.crt and
+/// NAME.key in `dir`.
+pub fn leaf(dir: &Path, name: &str, cn: &str, ext: Option<&str>) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-CA",
+        "test-ca.crt",
+        "-CAkey",
+        "test-ca.key",
+        "-CAcreateserial",
+    ];
+    let ext_file = dir.join(format!("{name}.ext"));
+    if let Some(ext) = ext {
+        std::fs::write(&ext_file, ext).unwrap();
+        args.extend(["-extfile", ext_file.to_str().unwrap()]);
+    }
+    let (csr, crt) = (format!("{name}.csr"), format!("{name}.crt"));
+    args.extend(["-in", &csr, "-out", &crt]);
+    openssl(dir, &args);
 }
 
 /// A CA, a server certificate for 127.0.0.1 and localhost, a client certificate for `certuser`, another CA, and
@@ -54,48 +93,13 @@ pub fn certificates(dir: &Path) {
     };
     ca("test-ca");
     ca("other-ca");
-    let leaf = |name: &str, cn: &str, ext: Option<&str>| {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={cn}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ],
-        );
-        let mut args = vec![
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-CA",
-            "test-ca.crt",
-            "-CAkey",
-            "test-ca.key",
-            "-CAcreateserial",
-        ];
-        let ext_file = dir.join(format!("{name}.ext"));
-        if let Some(ext) = ext {
-            std::fs::write(&ext_file, ext).unwrap();
-            args.extend(["-extfile", ext_file.to_str().unwrap()]);
-        }
-        let (csr, crt) = (format!("{name}.csr"), format!("{name}.crt"));
-        args.extend(["-in", &csr, "-out", &crt]);
-        openssl(dir, &args);
-    };
     leaf(
+        dir,
         "server",
         "localhost",
         Some("subjectAltName=IP:127.0.0.1,DNS:localhost\n"),
     );
-    leaf("client", "certuser", None);
+    leaf(dir, "client", "certuser", None);
     let bundle = [
         std::fs::read(dir.join("other-ca.crt")).unwrap(),
         std::fs::read(dir.join("test-ca.crt")).unwrap(),
