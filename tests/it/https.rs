@@ -14,7 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn client(dir: &Path) -> tokio_rustls::TlsConnector {
+/// A client trusting the test's CA, offering `alpn`.
+fn client(dir: &Path, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(dir.join("test-ca.crt")).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -25,16 +26,21 @@ fn client(dir: &Path) -> tokio_rustls::TlsConnector {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-async fn connect(addr: std::net::SocketAddr, dir: &Path) -> Tls {
+/// A TLS connection offering `alpn` (a browser offers h2 and http/1.1).
+async fn connect_offering(addr: std::net::SocketAddr, dir: &Path, alpn: &[&[u8]]) -> Tls {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-    client(dir).connect(name, tcp).await.unwrap()
+    client(dir, alpn).connect(name, tcp).await.unwrap()
+}
+
+async fn connect(addr: std::net::SocketAddr, dir: &Path) -> Tls {
+    connect_offering(addr, dir, &[b"h2", b"http/1.1"]).await
 }
 
 fn get(path: &str, key: Option<&str>) -> hyper::Request<Empty<bytes::Bytes>> {
@@ -110,25 +116,7 @@ async fn https_speaks_h2_and_http1_by_alpn_and_a_renewed_certificate_keeps_open_
 
     // HTTP/1.1 for a client that offers only it.
     {
-        let tcp = tokio::net::TcpStream::connect(service.addr).await.unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_file(dir.path().join("test-ca.crt")).unwrap())
-            .unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(
-                ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
-                tcp,
-            )
-            .await
-            .unwrap();
+        let tls = connect_offering(service.addr, dir.path(), &[b"http/1.1"]).await;
         let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .unwrap();
