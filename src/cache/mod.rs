@@ -47,6 +47,9 @@ pub struct Snapshot {
     pub stamp: i64,
     /// When that run's transaction was about to commit, on the database's clock.
     pub committed_at: Option<DateTime<Utc>>,
+    /// When that run took the writer lock (its snapshot): on the refresh schedule, the run of a tick started at
+    /// or after it, and nothing changes the data before the next tick's run.
+    pub started_at: DateTime<Utc>,
     pub data: Arc<ReportData>,
 }
 
@@ -83,6 +86,7 @@ impl Snapshot {
             computed_at: run.finished_at,
             stamp: run.stamp,
             committed_at: run.committed_at,
+            started_at: run.started_at,
             data,
         }
     }

@@ -24,6 +24,8 @@ pub struct RunStamp {
     pub stamp: i64,
     /// When its transaction was about to commit, on the database's clock (`None` for runs before migration 11).
     pub committed_at: Option<DateTime<Utc>>,
+    /// When it took the writer lock: its data holds every change committed before about then.
+    pub started_at: DateTime<Utc>,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -216,6 +218,7 @@ pub fn latest_success(conn: &mut PgConnection) -> QueryResult<Option<RunStamp>> 
             refresh_runs::data_version,
             refresh_runs::stamp,
             refresh_runs::committed_at,
+            refresh_runs::started_at,
         ))
         .first(conn)
         .optional()

@@ -100,9 +100,10 @@ pub fn accepts_openmetrics(accept: &str) -> bool {
 ///   `public, max-age=0, s-maxage=N, stale-while-revalidate=1`: browsers still revalidate every time, a shared
 ///   cache may serve a report up to N seconds old (plus one second while it fetches the next).
 /// - Refreshing on the schedule only, the data can change when the refresh of a tick commits (a moment after the
-///   tick): once the served data is complete as of the newest tick, `public, max-age=` the seconds to the next
-///   tick; before that (the tick's refresh may still commit), `no-cache`. No response promises freshness past
-///   the moment the next refresh can commit.
+///   tick): once the served data comes from a run that started at or after the newest tick, `public, max-age=`
+///   the seconds to the next tick; before that (the tick's run may still commit, or the tick found nothing and
+///   the data is an older run's), `no-cache`. No response promises freshness past the moment the next refresh can
+///   commit.
 ///
 /// The ticks are cached in atomics and recomputed only when the next one has passed, so a request costs two
 /// atomic loads.
@@ -131,8 +132,8 @@ impl CachePolicy {
         }
     }
 
-    /// Seconds a cache may reuse a response fetched at `now` whose data is complete as of `complete`, in the
-    /// scheduled mode (`None`: revalidate every time).
+    /// Seconds a cache may reuse a response fetched at `now` whose data comes from a run that started at
+    /// `complete`, in the scheduled mode (`None`: revalidate every time).
     pub fn max_age(&self, now: DateTime<Utc>, complete: DateTime<Utc>) -> Option<i64> {
         let schedule = self.schedule.as_ref()?;
         let now_s = now.timestamp();

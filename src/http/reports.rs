@@ -93,8 +93,10 @@ fn serve_for<B>(state: &AppState, req: &Request<B>, report: Kind, member: Option
     if let Some(v) = next.and_then(|l| HeaderValue::from_str(&l).ok()) {
         headers.insert(header::LINK, v);
     }
-    let complete =
-        now - chrono::Duration::from_std(state.cache.age(&snap, now)).unwrap_or_default();
+    // On the schedule, what counts is the run the data comes from: one that started at or after the newest tick
+    // is that tick's, and nothing changes the data before the next tick's run. (A sync that found nothing pending
+    // says less: a change committed just after it is still taken up by the tick's run, a moment later.)
+    let complete = snap.started_at;
     // Behind a credential, only the client's own cache may keep an answer (no shared cache may hand it on).
     let cache_control = if state.access.is_open() {
         state.cache_policy.header(now, complete)

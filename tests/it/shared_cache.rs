@@ -168,8 +168,15 @@ fn on_a_schedule_no_response_outlives_the_next_refresh_and_varnish_shows_a_check
     // and its refresh's commit promised a whole period for data that changed a moment later.)
     let mut seen: Vec<(Instant, Option<u64>, i64)> = Vec::new();
     for round in 0..3 {
+        // Each check-in 600 ms before a tick (every 3 s on the wall clock), then a period of requests: the tick's
+        // run takes it up, and from its commit to the next tick the answers may be cached.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let to_tick = 3_000 - u64::try_from(now.as_millis() % 3_000).unwrap();
+        std::thread::sleep(Duration::from_millis((to_tick + 3_000 - 600) % 3_000));
         check_ins(&db.url, round, 1);
-        let until = Instant::now() + Duration::from_millis(3_500);
+        let until = Instant::now() + Duration::from_millis(3_000);
         while Instant::now() < until {
             let at = Instant::now();
             let r = get(service.port, "/api/reports/daily_usage").unwrap();
@@ -178,9 +185,13 @@ fn on_a_schedule_no_response_outlives_the_next_refresh_and_varnish_shows_a_check
         }
     }
     let promised = seen.iter().filter(|s| s.1.is_some()).count();
+    println!("cacheable answers: {promised} of {}", seen.len());
+    // Answers from the tick's commit to the next tick may be cached: about three quarters of each period on a
+    // quiet machine, half under load (the commit comes later). Not none: `no-cache` everywhere would pass the
+    // check below too.
     assert!(
-        promised * 2 > seen.len(),
-        "most responses are cacheable: {promised}/{}",
+        promised * 4 > seen.len(),
+        "a quarter of the answers at least are cacheable: {promised}/{}",
         seen.len()
     );
     for (i, &(at, age, count)) in seen.iter().enumerate() {
