@@ -7,7 +7,8 @@
 
 use arc_swap::ArcSwap;
 use base64::Engine;
-use coworking_analytics::access::jwt::{JwksSource, JwtSettings, Verifier};
+use coworking_analytics::access::jwks::JwksSource;
+use coworking_analytics::access::jwt::{JwtSettings, Verifier};
 use coworking_analytics::access::keys::{new_key, parse_scopes, KeySet};
 use coworking_analytics::access::Access;
 use std::hint::black_box;

@@ -12,16 +12,15 @@
 //!   full, it is emptied.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use slog::{error, info, Logger};
 use tokio::sync::watch;
 
+use super::jwks::{max_age, parse_jwks, FetchError, JwksSource, MAX_JWKS_BYTES};
 use super::principal::{Denied, Principal, Scope, Scopes};
 
 /// Clock skew allowed on `exp` and `nbf`.
@@ -30,32 +29,6 @@ pub const LEEWAY: u64 = 30;
 pub const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(60);
 /// Verified tokens remembered at most.
 const REMEMBERED: usize = 10_000;
-/// A JWKS document larger than this is refused.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
-
-/// Where the issuer's keys are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwksSource {
-    Url(hyper::Uri),
-    File(PathBuf),
-}
-
-impl JwksSource {
-    /// `https://...` or `http://...`, else a file path.
-    pub fn parse(s: &str) -> Result<JwksSource, String> {
-        if s.starts_with("https://") || s.starts_with("http://") {
-            return s
-                .parse()
-                .map(JwksSource::Url)
-                .map_err(|e| format!("not a URL: {e}"));
-        }
-        if s.contains("://") {
-            return Err("only https:// and http:// URLs, or a file path".into());
-        }
-        Ok(JwksSource::File(PathBuf::from(s)))
-    }
-}
-
 /// What a token must say, and where its keys are.
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
@@ -64,19 +37,6 @@ pub struct JwtSettings {
     pub jwks: JwksSource,
     /// The claim holding a member's id, for tokens with the `self` scope.
     pub member_claim: String,
-}
-
-/// Why the keys could not be fetched.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("cannot read the JWKS file: {0}")]
-    File(#[from] std::io::Error),
-    #[error("cannot fetch the JWKS: {0}")]
-    Http(String),
-    #[error("the JWKS is not a JSON key set: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("the JWKS holds no RS256 or ES256 signing key")]
-    NoKeys,
 }
 
 /// A verified token's holder and its `exp`.
@@ -282,52 +242,6 @@ impl Verifier {
     }
 }
 
-/// `max-age` of a `Cache-Control` value.
-fn max_age(value: &str) -> Option<Duration> {
-    value.split(',').find_map(|d| {
-        let (k, v) = d.trim().split_once('=')?;
-        k.eq_ignore_ascii_case("max-age")
-            .then(|| v.trim().parse().ok().map(Duration::from_secs))
-            .flatten()
-    })
-}
-
-/// The RS256 and ES256 signing keys of a JWKS document (other keys are skipped, not refused).
-fn parse_jwks(bytes: &[u8]) -> Result<Vec<(Option<String>, Algorithm, DecodingKey)>, FetchError> {
-    #[derive(serde::Deserialize)]
-    struct Set {
-        keys: Vec<serde_json::Value>,
-    }
-    let set: Set = serde_json::from_slice(bytes)?;
-    let keys: Vec<_> = set
-        .keys
-        .into_iter()
-        .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
-        .filter(|jwk| !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)))
-        .filter_map(|jwk| {
-            let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
-                (Some(KeyAlgorithm::RS256), AlgorithmParameters::RSA(_)) => Algorithm::RS256,
-                (Some(KeyAlgorithm::ES256), AlgorithmParameters::EllipticCurve(p))
-                    if p.curve == EllipticCurve::P256 =>
-                {
-                    Algorithm::ES256
-                }
-                (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
-                (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => {
-                    Algorithm::ES256
-                }
-                _ => return None,
-            };
-            let key = DecodingKey::from_jwk(&jwk).ok()?;
-            Some((jwk.common.key_id.clone(), alg, key))
-        })
-        .collect();
-    if keys.is_empty() {
-        return Err(FetchError::NoKeys);
-    }
-    Ok(keys)
-}
-
 /// The principal of verified claims: `sub`, the scopes of `scope` (space separated) or `scp` (a list or a
 /// string), and the member id of `member_claim` (a number or a numeric string).
 fn principal(claims: &serde_json::Value, member_claim: &str) -> Principal {
@@ -383,23 +297,5 @@ mod tests {
             principal(&serde_json::json!({"member_id":"x"}), "member_id").member,
             None
         );
-    }
-
-    #[test]
-    fn sources_and_max_age() {
-        assert!(matches!(
-            JwksSource::parse("https://idp/keys"),
-            Ok(JwksSource::Url(_))
-        ));
-        assert!(matches!(
-            JwksSource::parse("/etc/jwks.json"),
-            Ok(JwksSource::File(_))
-        ));
-        assert!(JwksSource::parse("ftp://x").is_err());
-        assert_eq!(
-            max_age("public, max-age=300"),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(max_age("no-cache"), None);
     }
 }

@@ -9,6 +9,7 @@
 //! - A credential never reaches a log line or an error message: the messages here say what was wrong, not what
 //!   was sent.
 
+pub mod jwks;
 pub mod jwt;
 pub mod keys;
 mod principal;

@@ -7,7 +7,8 @@ use arc_swap::ArcSwap;
 use slog::{warn, Logger};
 use tokio::sync::watch;
 
-use super::jwt::{JwksSource, JwtSettings, Verifier};
+use super::jwks::JwksSource;
+use super::jwt::{JwtSettings, Verifier};
 use super::reload::{load_keys, watch_keys};
 use super::Access;
 use crate::config::{AccessConfig, ConfigError};
