@@ -17,7 +17,7 @@ GRANT SELECT ON users, tokens TO coworking_app;
 GRANT SELECT ON __diesel_schema_migrations TO coworking_app;
 GRANT SELECT, INSERT, UPDATE, DELETE
     ON daily_usage_rollup, user_visits_rollup, refresh_runs, refresh_writer, rollup_changes, rollup_partitions,
-       rollup_deltas, checkin_quarters_rollup
+       rollup_deltas, checkin_quarters_rollup, rollup_rebuild_state
     TO coworking_app;
 GRANT SELECT ON rollup_partition_tree TO coworking_app;
 GRANT USAGE ON SEQUENCE refresh_runs_id_seq TO coworking_app;

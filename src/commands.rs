@@ -9,6 +9,7 @@ use crate::cli::{RefreshArgs, SeedArgs};
 use crate::config::{Config, DatabaseTarget};
 use crate::db::verify;
 use crate::metrics::Metrics;
+use crate::refresh::rebuild::{Rebuilt, Why};
 use crate::refresh::{self, Mode};
 use crate::seed::SeedParams;
 use crate::{app, db, seed};
@@ -113,25 +114,59 @@ pub fn refresh(
         db::prepare_schema(&mut conn, config.db_migrate)?;
         Ok(conn)
     });
-    let mut outcome = runner.run_on(conn, mode);
+    // A rebuild (`--full`, `--verify` of everything) recounts beside the refreshes, without the writer lock, and
+    // commits its difference; the run after it applies that under the lock. One rebuild runs at a time, and it
+    // waits for its turn as the run does.
+    let beside = matches!(mode, Mode::Full | Mode::Verify(verify::Scope::All));
+    let run_mode = if beside { Mode::Incremental } else { mode };
+    let mut rebuilt = None;
+    let mut outcome = if beside {
+        let staged = conn
+            .map(drop)
+            .map_err(refresh::RunError::from)
+            .and_then(|()| loop {
+                match runner.rebuild(Why::Asked) {
+                    Ok(Rebuilt::Busy) if started.elapsed() < args.wait => {
+                        std::thread::sleep(LOCK_RETRY)
+                    }
+                    other => break other,
+                }
+            });
+        match staged {
+            Ok(r @ Rebuilt::Staged { .. }) => {
+                rebuilt = Some(r);
+                runner.run(run_mode)
+            }
+            Ok(_) => Ok(refresh::Outcome::Skipped),
+            Err(e) => Err(e),
+        }
+    } else {
+        runner.run_on(conn, run_mode)
+    };
     // An operator's run (a rebuild, a backfill, a self-check) waits for its turn at the writer lock instead of
     // being skipped: the workers hold it for a moment several times a second.
     let waits = mode != Mode::Incremental;
     while waits && matches!(outcome, Ok(refresh::Outcome::Skipped)) && started.elapsed() < args.wait
     {
         std::thread::sleep(LOCK_RETRY);
-        outcome = runner.run(mode);
+        outcome = runner.run(run_mode);
     }
     if waits && matches!(outcome, Ok(refresh::Outcome::Skipped)) {
-        outcome = Err(refresh::RunError::LockBusy {
-            mode: mode.as_str(),
-            waited: args.wait,
+        outcome = Err(if rebuilt.is_some() {
+            refresh::RunError::ApplyBusy { waited: args.wait }
+        } else {
+            refresh::RunError::LockBusy {
+                mode: mode.as_str(),
+                waited: args.wait,
+            }
         });
-        slog::error!(log, "refresh did not run: another writer held the lock the whole time";
+        slog::error!(log, "refresh did not finish: another writer held the lock the whole time";
             "mode" => mode.as_str(), "waited_ms" => args.wait.as_millis() as u64);
     }
-    if let (Ok(refresh::Outcome::Completed(r)), true) = (&outcome, args.verify) {
-        print_repairs(r);
+    match (&rebuilt, &outcome) {
+        (Some(Rebuilt::Staged { staged, .. }), Ok(_)) if args.verify => print_differences(staged),
+        (None, Ok(refresh::Outcome::Completed(r))) if args.verify => print_repairs(r),
+        _ => {}
     }
     let _ = stop.send(true);
     let deadline = (started + REFRESH_EXIT_BUDGET - EXIT_MARGIN).max(Instant::now() + EXIT_MARGIN);
@@ -146,7 +181,25 @@ pub fn refresh(
     Ok(())
 }
 
-/// What `refresh --verify` found, for the operator (stdout, beside the JSON log lines).
+/// What `refresh --verify` of everything found (a rebuild beside the refreshes), for the operator.
+fn print_differences(s: &crate::db::rebuild::Staged) {
+    if s.repaired == 0 {
+        println!(
+            "verified: no drift (days and users recounted: {}, {})",
+            s.days, s.users
+        );
+        return;
+    }
+    println!("repaired {} counts that had drifted:", s.repaired);
+    for repair in &s.repairs {
+        println!("  {repair}");
+    }
+    if s.repaired > s.repairs.len() as i64 {
+        println!("  ... and {} more", s.repaired - s.repairs.len() as i64);
+    }
+}
+
+/// What `refresh --verify` of a range found, for the operator (stdout, beside the JSON log lines).
 fn print_repairs(r: &refresh::RunReport) {
     if r.mode == Mode::Full {
         println!(

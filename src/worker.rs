@@ -16,10 +16,13 @@
 //! - on shutdown the loop stops taking ticks, but a run in progress commits or rolls back first.
 //!
 //! Each run is one call of the [`Runner`] (which records, logs and publishes its outcome) on tokio's blocking
-//! pool, diesel being blocking.
+//! pool, diesel being blocking. A rebuild (a `TRUNCATE`, a bulk load, a partition dropped while attached) runs
+//! beside the loop on a thread of its own ([`start_rebuild`]): it never holds the writer lock, and the loop's runs
+//! keep carrying check-ins to the replicas meanwhile.
 
 use chrono::{DateTime, Utc};
 use slog::{error, info, warn};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -28,6 +31,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::config::Schedule;
 use crate::metrics::Metrics;
+use crate::refresh::rebuild::Why;
 use crate::refresh::{Check, Mode, Outcome, RunError, Runner};
 
 /// First retry delay after a failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
@@ -82,6 +86,28 @@ async fn turn(
             error!(log, "refresh task panicked or was cancelled"; "error" => %e);
             Turn::Failed
         }
+    }
+}
+
+/// Starts a rebuild beside the loop when the newest check found one requested and none is running here. It runs
+/// on a thread of its own with a connection of its own, so the loop's refreshes (and the live path) go on; once it
+/// commits, the next check finds its difference pending and a run applies it. The thread is not waited for at
+/// shutdown: a rebuild cut off rolls back and its request stays.
+fn start_rebuild(runner: &Arc<Runner>, running: &Arc<AtomicBool>) {
+    if !runner.rebuild_requested() || running.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (runner, running) = (Arc::clone(runner), Arc::clone(running));
+    let spawned = std::thread::Builder::new().name("rebuild".into()).spawn({
+        let running = Arc::clone(&running);
+        move || {
+            // Logged and counted by the runner; a failure leaves the request for the next check.
+            let _ = runner.rebuild(Why::Requested);
+            running.store(false, Ordering::Release);
+        }
+    });
+    if spawned.is_err() {
+        running.store(false, Ordering::Release);
     }
 }
 
@@ -167,6 +193,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
     let mut retry_at = retry_after(turn(&runner, &wake, run).await);
     let mut last_tick = Utc::now();
     let mut next_verify = next_fire(verify.cron(), Utc::now());
+    let rebuilding = Arc::new(AtomicBool::new(false));
     loop {
         // The scheduler should tick by the next fire time; allow it a grace period before calling it missed.
         let expected =
@@ -200,6 +227,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
                     Turn::NotDue => {}
                     done => retry_at = retry_after(done),
                 }
+                start_rebuild(&runner, &rebuilding);
                 continue;
             }
             _ = tokio::time::sleep_until(watchdog) => {
@@ -223,6 +251,7 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> Result<
             Turn::NotDue => {}
             done => retry_at = retry_after(done),
         }
+        start_rebuild(&runner, &rebuilding);
     }
     info!(log, "worker stopping");
     if let Some(mut s) = sched {

@@ -29,7 +29,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coworking-analytics");
+const BUILT: &str = env!("CARGO_BIN_EXE_coworking-analytics");
+
+/// The binary the replicas and the operator's `refresh` run: this build's, or `FRESHNESS_BIN` (an older build, to
+/// compare on the same data set).
+fn bin() -> String {
+    std::env::var("FRESHNESS_BIN").unwrap_or_else(|_| BUILT.to_owned())
+}
+
+/// What else happens during a write phase, from its third second.
+#[derive(Clone, Copy)]
+enum During {
+    Nothing,
+    /// An operator's `refresh --full`, as its own process.
+    FullRefresh,
+    /// A request for a rebuild, as a `TRUNCATE`, a bulk load or a dropped partition leaves it.
+    Request,
+}
 /// The day the writer's check-ins fall on: the seed's tokens end the day before.
 const DAY: &str = "2026-11-02";
 
@@ -130,7 +146,7 @@ impl Conn {
 async fn start_replica(url: &str) -> (Replica, Duration) {
     let port = free_port();
     let t = Instant::now();
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .arg("serve")
         .env_clear()
         .env("DATABASE_URL", url)
@@ -273,7 +289,14 @@ fn print_inserts(what: &str, took: &[f64]) {
     );
 }
 
-async fn write_phase(url: &str, replicas: &[Replica], rate: u32, secs: u64, users: u32) {
+async fn write_phase(
+    url: &str,
+    replicas: &[Replica],
+    rate: u32,
+    secs: u64,
+    users: u32,
+    during: During,
+) {
     let (client, insert) = connect_writer(url).await;
     let mut base_conn = Conn::open(replicas[0].port).await;
     let path = format!("/api/reports/daily_usage?from={DAY}&to={DAY}");
@@ -312,10 +335,62 @@ async fn write_phase(url: &str, replicas: &[Replica], rate: u32, secs: u64, user
         let mut conn = db::connect(url).unwrap();
         Window::open(replicas, &mut conn)
     };
+    let other = {
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let t = Instant::now();
+            match during {
+                During::Nothing => None,
+                During::FullRefresh => {
+                    let out = tokio::process::Command::new(bin())
+                        .args(["refresh", "--full"])
+                        .env_clear()
+                        .env("DATABASE_URL", &url)
+                        .env("METRICS_SINK", "none")
+                        .output()
+                        .await
+                        .unwrap();
+                    Some(format!(
+                        "`refresh --full` exited {:?} after {:.2} s",
+                        out.status.code(),
+                        t.elapsed().as_secs_f64()
+                    ))
+                }
+                During::Request => {
+                    use diesel::connection::SimpleConnection;
+                    let mut conn = db::connect(&url).unwrap();
+                    conn.batch_execute(
+                        "INSERT INTO rollup_changes (full_rebuild, source) VALUES (true, 'bench')",
+                    )
+                    .unwrap();
+                    // Landed when no request is left and nothing is pending.
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if db_counter(
+                            &mut conn,
+                            "(SELECT count(*) FROM rollup_changes \
+                             WHERE full_rebuild OR source = 'rebuild')",
+                        ) == 0
+                        {
+                            break;
+                        }
+                    }
+                    Some(format!(
+                        "the requested rebuild landed {:.2} s after the request",
+                        t.elapsed().as_secs_f64()
+                    ))
+                }
+            }
+        })
+    };
     let took = write(&client, &insert, rate, n, users, |k| {
         commits.lock().unwrap()[k as usize] = Some(Instant::now())
     })
     .await;
+    if let Some(said) = other.await.unwrap() {
+        println!("  {said}");
+    }
     let written = Instant::now();
     let mut conn = db::connect(url).unwrap();
     window.report(replicas, &mut conn);
@@ -398,8 +473,12 @@ async fn data_set(tokens: u64, users: u32, write_secs: u64, idle_secs: u64) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     for rate in [20, 200] {
         println!("### {rate} check-ins a second for {write_secs} s");
-        write_phase(&url, &replicas, rate, write_secs, users).await;
+        write_phase(&url, &replicas, rate, write_secs, users, During::Nothing).await;
     }
+    println!("### 20 check-ins a second for {write_secs} s, an operator's `refresh --full` from the third");
+    write_phase(&url, &replicas, 20, write_secs, users, During::FullRefresh).await;
+    println!("### 20 check-ins a second for {write_secs} s, a rebuild requested at the third (a TRUNCATE's way)");
+    write_phase(&url, &replicas, 20, write_secs, users, During::Request).await;
     println!("### no writes for {idle_secs} s");
     let window = Window::open(&replicas, &mut conn);
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;

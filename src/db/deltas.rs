@@ -117,9 +117,13 @@ pub fn read(conn: &mut PgConnection, after: i64, upto: i64) -> QueryResult<(Vec<
 /// What the worker's check finds.
 #[derive(Debug, Clone, Copy, PartialEq, QueryableByName)]
 pub struct Pending {
-    /// Whether any captured change awaits a refresh.
+    /// Whether any captured change awaits a refresh (a request for a rebuild is not one: see `rebuild`).
     #[diesel(sql_type = Bool)]
     pub pending: bool,
+    /// Whether a rebuild is requested (a `full_rebuild` row: what no trigger could capture), which runs beside
+    /// the refreshes (`refresh::rebuild`).
+    #[diesel(sql_type = Bool)]
+    pub rebuild: bool,
     /// Milliseconds since the newest successful run (by any writer) finished; `None` before the first.
     #[diesel(sql_type = Nullable<diesel::sql_types::Double>)]
     pub since_last_run_ms: Option<f64>,
@@ -130,7 +134,8 @@ pub struct Pending {
 /// all the replicas' workers together keep `REFRESH_MIN_INTERVAL` between runs.
 pub fn check(conn: &mut PgConnection) -> QueryResult<Pending> {
     diesel::sql_query(
-        "SELECT EXISTS (SELECT 1 FROM rollup_changes) AS pending, \
+        "SELECT EXISTS (SELECT 1 FROM rollup_changes WHERE NOT full_rebuild) AS pending, \
+           EXISTS (SELECT 1 FROM rollup_changes WHERE full_rebuild) AS rebuild, \
            (SELECT extract(epoch FROM clock_timestamp() - finished_at) * 1000 FROM refresh_runs \
             WHERE outcome = 'success' ORDER BY id DESC LIMIT 1)::float8 AS since_last_run_ms",
     )

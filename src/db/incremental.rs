@@ -28,15 +28,22 @@ pub struct Consumed {
     pub full_rebuild: bool,
 }
 
-/// Moves every change row visible in this transaction's snapshot into the temp table `refresh_consumed`.
-pub fn consume_changes(conn: &mut PgConnection) -> QueryResult<Consumed> {
-    conn.batch_execute(
+/// Moves the change rows visible in this transaction's snapshot into the temp table `refresh_consumed`: all of
+/// them for a run that rebuilds under its lock (`with_requests`), else all but the requests for a rebuild, which
+/// stay for the rebuild that runs beside the refreshes (`db::rebuild`).
+pub fn consume_changes(conn: &mut PgConnection, with_requests: bool) -> QueryResult<Consumed> {
+    diesel::sql_query(
         "CREATE TEMP TABLE refresh_consumed ON COMMIT DROP AS \
-           SELECT day, bucket, checkins_delta, user_id, visits_delta, full_rebuild FROM rollup_changes WITH NO DATA; \
-         WITH c AS (DELETE FROM rollup_changes \
+           SELECT day, bucket, checkins_delta, user_id, visits_delta, full_rebuild FROM rollup_changes WITH NO DATA",
+    )
+    .execute(conn)?;
+    diesel::sql_query(
+        "WITH c AS (DELETE FROM rollup_changes WHERE $1 OR NOT full_rebuild \
                     RETURNING day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
-           INSERT INTO refresh_consumed SELECT * FROM c",
-    )?;
+         INSERT INTO refresh_consumed SELECT * FROM c",
+    )
+    .bind::<Bool, _>(with_requests)
+    .execute(conn)?;
     diesel::sql_query(
         "SELECT count(*)::int8 AS changes, coalesce(bool_or(full_rebuild), false) AS full_rebuild FROM refresh_consumed",
     )
@@ -52,11 +59,12 @@ struct Counted {
 }
 
 /// Recomputes the days and users named in `refresh_consumed`, plus, for a backfill, every day in `range` and
-/// every user with a token created in it. Returns what was done.
+/// every user with a token created in it. Returns what was done, and whether any count was recounted from the
+/// base tables rather than moved by its deltas.
 pub fn apply_changes(
     conn: &mut PgConnection,
     range: Option<(NaiveDate, NaiveDate)>,
-) -> QueryResult<RecomputeCounts> {
+) -> QueryResult<(RecomputeCounts, bool)> {
     let (from, to) = range.map_or((None, None), |(f, t)| (Some(f), Some(t)));
     // The temp tables have no statistics, so the planner guesses thousands of rows, which crosses the JIT
     // threshold: compiling then costs ~100 ms for statements that run in a few. Off for this transaction only.
@@ -124,15 +132,21 @@ pub fn apply_changes(
          FROM refresh_user_rows",
     )
     .get_result(conn)?;
-    let consumed: Counted =
-        diesel::sql_query("SELECT count(*)::int8 AS n, 0::int8 AS rows FROM refresh_consumed")
-            .get_result(conn)?;
-    Ok(RecomputeCounts {
+    let consumed: Counted = diesel::sql_query(
+        "SELECT count(*)::int8 AS n, \
+           (EXISTS (SELECT 1 FROM refresh_day_rows WHERE recount) \
+            OR EXISTS (SELECT 1 FROM refresh_user_rows WHERE recount) \
+            OR EXISTS (SELECT 1 FROM refresh_quarter_days))::int::int8 AS rows \
+         FROM refresh_consumed",
+    )
+    .get_result(conn)?;
+    let counts = RecomputeCounts {
         days: days.n,
         users: users.n,
         rows_read: consumed.n + days.rows + users.rows,
         rows_written: days.n + users.n,
-    })
+    };
+    Ok((counts, consumed.rows > 0))
 }
 
 /// The quarter-hour buckets (migration 10), after the days: exact deltas, except on the days recounted above, on

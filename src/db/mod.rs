@@ -15,6 +15,7 @@ pub mod listen;
 pub mod load;
 pub mod partitions;
 pub mod queries;
+pub mod rebuild;
 pub mod verify;
 pub mod writer;
 

@@ -59,6 +59,7 @@ pub const PUBLISHED: &[(&str, Unit)] = &[
     ("ActiveUsers30d", Unit::Count),
     ("RollupDriftRepaired", Unit::Count),
     ("CommitToServed", Unit::Milliseconds),
+    ("RebuildDuration", Unit::Milliseconds),
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -256,6 +257,17 @@ impl Metrics {
     pub fn record_drift_repaired(&self, repaired: usize) {
         self.drift_repaired.inc_by(repaired as u64);
         self.publish("RollupDriftRepaired", Unit::Count, repaired as f64);
+    }
+
+    /// A rebuild beside the refreshes committed: the counts it corrected are drift repaired (writes the triggers
+    /// could not see), and its duration goes to CloudWatch.
+    pub fn record_rebuild(&self, duration: Duration, differences: i64) {
+        self.record_drift_repaired(differences.max(0) as usize);
+        self.publish(
+            "RebuildDuration",
+            Unit::Milliseconds,
+            duration.as_secs_f64() * 1000.0,
+        );
     }
 
     /// Repairs counted so far.

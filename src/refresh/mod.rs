@@ -18,12 +18,20 @@ use diesel::Connection;
 use std::time::{Duration, Instant};
 
 pub mod pending;
+mod plan;
+pub mod rebuild;
 pub mod runner;
+pub mod sample;
 
 pub use pending::Check;
+pub use plan::dry_run;
+#[cfg(feature = "dev-tools")]
+pub use rebuild::run;
+pub use rebuild::settle;
 pub use runner::{Caller, RunError, Runner};
 
 use crate::db::queries::{self, NewRun, RecomputeCounts};
+use crate::db::rebuild as db_rebuild;
 use crate::db::writer::End;
 use crate::db::{deltas, incremental, partitions, verify, writer};
 
@@ -115,13 +123,6 @@ pub enum RefreshError {
         source: diesel::result::Error,
         elapsed_ms: u128,
     },
-}
-
-/// [`run_in`] without a local timeout: the tests' and the benchmarks' way in (the service goes through the
-/// [`Runner`]).
-#[cfg(feature = "dev-tools")]
-pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, RefreshError> {
-    run_in(conn, mode, host, None)
 }
 
 /// Runs one refresh on `conn`, setting the statement timeout for the run's transactions only (`SET LOCAL`) when
@@ -274,10 +275,13 @@ fn recompute(
     mode: Mode,
     first_run: bool,
 ) -> diesel::QueryResult<Option<Recomputed>> {
-    let consumed = incremental::consume_changes(conn)?;
+    // Under the lock only before anything is served (or when a test asks); every other rebuild runs beside the
+    // refreshes (`rebuild`), and its requests stay for it.
+    let in_lock = mode == Mode::Full || first_run;
+    let consumed = incremental::consume_changes(conn, in_lock)?;
     let tree_changed = partitions::changes(conn)?;
     partitions::record(conn)?;
-    if mode == Mode::Full || first_run || consumed.full_rebuild || tree_changed.is_some() {
+    if in_lock {
         // A rebuild recounts everything: there is nothing left to verify.
         return Ok(Some((
             Mode::Full,
@@ -285,80 +289,33 @@ fn recompute(
             Vec::new(),
         )));
     }
+    if let Some(why) = &tree_changed {
+        // A member left the tree without its rows being captured (dropped while attached, or no event trigger).
+        db_rebuild::request(conn, &format!("partition tree: {why}"))?;
+    }
     if mode == Mode::Incremental && consumed.changes == 0 {
-        return Ok(None);
+        // Nothing to apply; a new request (with the tree it follows) is still committed.
+        return Ok(tree_changed.map(|_| (mode, RecomputeCounts::default(), Vec::new())));
     }
     let range = match mode {
         Mode::Range { from, to } => Some((from, to)),
         _ => None,
     };
-    let mut counts = incremental::apply_changes(conn, range)?;
+    let (mut counts, recounted) = incremental::apply_changes(conn, range)?;
+    if recounted {
+        db_rebuild::note_recount(conn)?;
+    }
     let Mode::Verify(scope) = mode else {
         return Ok(Some((mode, counts, Vec::new())));
     };
     let verified = verify::verify_and_repair(conn, scope)?;
+    if !verified.repairs.is_empty() {
+        db_rebuild::note_recount(conn)?;
+    }
     counts.days += verified.days;
     counts.users += verified.users;
     counts.rows_written += verified.repairs.len() as i64;
     Ok(Some((mode, counts, verified.repairs)))
-}
-
-/// What the next incremental refresh would do, and why (`refresh --dry-run`).
-pub fn dry_run(conn: &mut PgConnection, mode: Mode) -> diesel::QueryResult<String> {
-    use std::fmt::Write;
-    conn.build_transaction().repeatable_read().read_only().run(|conn| {
-        let mut out = String::new();
-        let first_run = queries::latest_success(conn)?.is_none();
-        let pending = incremental::pending_by_source(conn)?;
-        if let Some(why) = partitions::changes(conn)? {
-            let _ = writeln!(out, "would rebuild everything: {why}");
-            return Ok(out);
-        }
-        let truncated = pending.iter().any(|p| p.full_rebuild);
-        let _ = match (mode, first_run, truncated) {
-            (Mode::Full, ..) => writeln!(out, "would rebuild everything: --full was asked for"),
-            (_, true, _) => writeln!(out, "would rebuild everything: no successful refresh has run yet"),
-            (_, _, true) => writeln!(out, "would rebuild everything: a table was truncated"),
-            (Mode::Verify(verify::Scope::All), ..) => writeln!(
-                out,
-                "would recount every day and user from the base tables and repair any drift, after:"
-            ),
-            (Mode::Verify(verify::Scope::Sample { from, to, bucket, buckets }), ..) => writeln!(
-                out,
-                "would recount every day from {from} to {to} and the users whose id is {bucket} modulo {buckets}, \
-                 and repair any drift, after:"
-            ),
-            (Mode::Verify(verify::Scope::Days { from, to }), ..) => writeln!(
-                out,
-                "would recount every day from {from} to {to} and every user with a token created then, and repair \
-                 any drift, after:"
-            ),
-            (Mode::Range { from, to }, ..) => writeln!(
-                out,
-                "would recompute every day from {from} to {to} and every user with a token created then, plus:"
-            ),
-            (Mode::Incremental, ..) if pending.is_empty() => writeln!(out, "nothing pending: would change nothing"),
-            (Mode::Incremental, ..) => writeln!(out, "would apply the pending changes:"),
-        };
-        for p in &pending {
-            let _ = writeln!(
-                out,
-                "  {}: {} change rows naming {} days and {} users",
-                p.source, p.rows, p.days, p.users
-            );
-        }
-        let days = incremental::pending_days(conn)?;
-        if !days.is_empty() {
-            let shown: Vec<String> = days.iter().take(31).map(|d| d.to_string()).collect();
-            let more = if days.len() > 31 { format!(" and {} more", days.len() - 31) } else { String::new() };
-            let _ = writeln!(out, "days to update: {}{more}", shown.join(", "));
-        }
-        let users = incremental::pending_users(conn)?;
-        if users > 0 {
-            let _ = writeln!(out, "users to update: {users}");
-        }
-        Ok(out)
-    })
 }
 
 fn clamp(n: i64) -> i32 {

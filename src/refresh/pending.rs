@@ -1,6 +1,7 @@
 //! The one owner of "is a refresh due?": the worker asks every `REFRESH_CHECK_INTERVAL` and on each tick of the
 //! schedule, and this decides from one cheap statement ([`deltas::check`]) plus, on a tick, the history and the
-//! partition tree. The worker only keeps the clock; the SQL stays in `db`.
+//! partition tree. The worker only keeps the clock; the SQL stays in `db`. The same statement says whether a rebuild
+//! is requested.
 
 use diesel::pg::PgConnection;
 use diesel::QueryResult;
@@ -30,12 +31,17 @@ pub enum Due {
     Nothing,
 }
 
-/// Whether a refresh is due now.
-pub fn due(conn: &mut PgConnection, check: Check, min_interval: Duration) -> QueryResult<Due> {
+/// Whether a refresh is due now, and whether a rebuild is requested (it runs beside the refreshes:
+/// [`super::rebuild`]).
+pub fn due(
+    conn: &mut PgConnection,
+    check: Check,
+    min_interval: Duration,
+) -> QueryResult<(Due, bool)> {
     let found = deltas::check(conn)?;
     let min_ms = min_interval.as_secs_f64() * 1000.0;
     let recent = found.since_last_run_ms.is_some_and(|ms| ms < min_ms);
-    Ok(match check {
+    let due = match check {
         Check::Changes if found.pending && recent => Due::Wait,
         _ if found.pending => Due::Run,
         Check::Changes => Due::Nothing,
@@ -45,5 +51,6 @@ pub fn due(conn: &mut PgConnection, check: Check, min_interval: Duration) -> Que
             Due::Run
         }
         Check::Schedule => Due::Nothing,
-    })
+    };
+    Ok((due, found.rebuild))
 }

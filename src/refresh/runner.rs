@@ -7,13 +7,14 @@
 //! only DEBUG (they are counted in `RefreshFailures`), and the first success after a streak says `refresh
 //! recovered`. The runner is blocking (diesel); the worker calls it on tokio's blocking pool.
 
-use chrono::NaiveDate;
 use slog::{debug, error, info, trace, warn, Logger};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::pending::{self, Check, Due};
+use super::rebuild::{Rebuilt, Why};
+use super::sample::sample_window;
 use super::{Mode, Outcome, RefreshError};
 use crate::db::{queries, verify, DbError, PgPool, PgPooled};
 use crate::metrics::Metrics;
@@ -32,6 +33,13 @@ pub enum RunError {
     Db(#[from] DbError),
     #[error(transparent)]
     Refresh(#[from] RefreshError),
+    /// An operator's rebuild committed its difference, but no run could apply it within its `--wait` (another
+    /// writer held the lock); the next run by any writer applies it.
+    #[error(
+        "the rebuild committed its difference, but no run could apply it within {waited:?} (--wait): another \
+         writer held the lock; the next refresh by any writer applies it"
+    )]
+    ApplyBusy { waited: Duration },
     /// An operator's run waited its whole `--wait` for the writer lock: nothing was done.
     #[error("the {mode} refresh did not run: another writer held the lock for all of {waited:?} (--wait)")]
     LockBusy {
@@ -83,27 +91,8 @@ pub struct Runner {
     /// When a skip was last logged at INFO, and the skips since.
     skip_logged: Mutex<Option<Instant>>,
     skipped_quiet: AtomicU64,
-}
-
-/// Days per window of the background verification.
-pub const SAMPLE_DAYS: i64 = 7;
-/// Users are sampled by id modulo this: a week of hourly runs goes through every user once.
-pub const SAMPLE_USER_BUCKETS: i32 = 168;
-
-/// Window `step` of the rotation over `lo..=hi`: the newest `SAMPLE_DAYS` days first, then further back, around;
-/// and user bucket `step` modulo [`SAMPLE_USER_BUCKETS`].
-pub fn sample_window(lo: NaiveDate, hi: NaiveDate, step: u64) -> verify::Scope {
-    let windows = ((hi - lo).num_days() / SAMPLE_DAYS + 1).max(1) as u64;
-    let back = (step % windows) as i64 * SAMPLE_DAYS;
-    let to = hi - chrono::Duration::days(back);
-    let from = (to - chrono::Duration::days(SAMPLE_DAYS - 1)).max(lo);
-    let bucket = (step % SAMPLE_USER_BUCKETS as u64) as i32;
-    verify::Scope::Sample {
-        from,
-        to,
-        bucket,
-        buckets: SAMPLE_USER_BUCKETS,
-    }
+    /// Whether the newest check found a rebuild requested (the worker then starts one beside its runs).
+    rebuild_requested: AtomicBool,
 }
 
 impl Runner {
@@ -128,6 +117,7 @@ impl Runner {
             routine_quiet: AtomicU64::new(0),
             skip_logged: Mutex::new(None),
             skipped_quiet: AtomicU64::new(0),
+            rebuild_requested: AtomicBool::new(false),
         }
     }
 
@@ -266,7 +256,17 @@ impl Runner {
     }
 
     fn attempt(&self, conn: &mut PgConnection, mode: Mode) -> Result<Outcome, RunError> {
-        let outcome = super::run_in(conn, mode, &self.host, self.local_timeout)?;
+        let outcome = match self.caller {
+            Caller::Worker => super::run_in(conn, mode, &self.host, self.local_timeout)?,
+            // The one-shot command has no worker beside it: a rebuild requested is its to run.
+            Caller::OneShot => {
+                let (outcome, rebuilt) = super::settle(conn, mode, &self.host, self.local_timeout)?;
+                if let Some(rebuilt) = rebuilt {
+                    self.record_rebuild(&Ok(rebuilt));
+                }
+                outcome
+            }
+        };
         trace!(self.log, "refresh transaction ended"; "outcome" => format!("{outcome:?}"));
         if let Outcome::Completed(_) = outcome {
             self.publish_figures_if_due(conn);
@@ -293,7 +293,11 @@ impl Runner {
             Ok(c) => c,
             Err(e) => return self.run_on(Err(DbError::from(e)), mode).map(Some),
         };
-        match pending::due(&mut conn, check, min_interval) {
+        let due = pending::due(&mut conn, check, min_interval).map(|(due, rebuild)| {
+            self.rebuild_requested.store(rebuild, Ordering::Relaxed);
+            due
+        });
+        match due {
             Ok(Due::Run) => self.run_on(Ok(conn), mode).map(Some),
             Ok(Due::Nothing) if check == Check::Schedule => {
                 let result = Ok(Outcome::Unchanged);
@@ -302,6 +306,50 @@ impl Runner {
             }
             Ok(Due::Nothing | Due::Wait) => Ok(None),
             Err(e) => self.run_on(Err(DbError::from(e)), mode).map(Some),
+        }
+    }
+
+    /// Whether the newest check found a rebuild requested.
+    pub fn rebuild_requested(&self) -> bool {
+        self.rebuild_requested.load(Ordering::Relaxed)
+    }
+
+    /// Runs a rebuild beside the refreshes on a connection of its own ([`super::rebuild`]), and logs it.
+    pub fn rebuild(&self, why: Why) -> Result<Rebuilt, RunError> {
+        let result = self
+            .pool
+            .get()
+            .map_err(|e| RunError::Db(DbError::from(e)))
+            .and_then(|mut conn| {
+                Ok(super::rebuild::stage(
+                    &mut conn,
+                    why,
+                    &self.host,
+                    self.local_timeout,
+                )?)
+            });
+        if why == Why::Requested {
+            self.rebuild_requested.store(false, Ordering::Relaxed);
+        }
+        self.record_rebuild(&result);
+        result
+    }
+
+    fn record_rebuild(&self, result: &Result<Rebuilt, RunError>) {
+        match result {
+            Ok(Rebuilt::Staged { staged, duration }) => {
+                self.metrics.record_rebuild(*duration, staged.repaired);
+                info!(self.log, "rebuild committed: the next run applies its difference";
+                    "repaired" => staged.repaired, "change_rows" => staged.differences, "days" => staged.days, "users" => staged.users,
+                    "rows_read" => staged.rows_read, "requested_by" => staged.requests.join(", "),
+                    "duration_ms" => duration.as_millis() as u64);
+            }
+            Ok(Rebuilt::NotRequested) => debug!(self.log, "rebuild no longer requested"),
+            Ok(Rebuilt::Busy) => debug!(self.log, "rebuild skipped: another one is running"),
+            Err(e) => {
+                self.metrics.record_refresh_failure();
+                error!(self.log, "rebuild failed: nothing committed, the request stays"; "error" => %e);
+            }
         }
     }
 

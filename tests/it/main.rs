@@ -37,6 +37,7 @@ mod pgpool;
 mod privilege;
 mod process;
 mod readers;
+mod rebuild;
 mod replicas;
 mod reports;
 mod runner;

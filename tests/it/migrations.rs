@@ -82,6 +82,7 @@ fn up_creates_the_base_tables_exactly_as_the_old_scripts() {
             "rollup_changes",
             "rollup_deltas",
             "rollup_partitions",
+            "rollup_rebuild_state",
             "tokens",
             "user_visits_rollup",
             "users"

@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS rollup_changes_requests;
+DROP TABLE rollup_rebuild_state;

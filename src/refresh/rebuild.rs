@@ -1,0 +1,138 @@
+//! A rebuild beside the live path: recount everything from a snapshot without the writer lock, commit the
+//! difference as change rows (`db::rebuild`), and let the next run apply it under the lock like any change.
+//!
+//! Who starts one:
+//! - the worker, in the background on its own connection, when a rebuild is requested (a `TRUNCATE`, a bulk load,
+//!   a partition that left the tree without its rows being captured): its refreshes keep running meanwhile;
+//! - `refresh --full` and `refresh --verify` (everything), which then wait for a run to apply it;
+//! - the one-shot `refresh` of a CronJob, when a rebuild is requested.
+//!
+//! Only one rebuild runs at a time across the replicas (a transaction-scoped advisory lock, tried, never waited
+//! for); the state row of migration 13 turns any rebuild whose snapshot a recount or another rebuild overtook into a
+//! serialization failure, retried here from a new snapshot.
+
+use diesel::pg::PgConnection;
+use diesel::result::{DatabaseErrorKind, Error};
+use std::time::{Duration, Instant};
+
+use super::{run_in, Mode, Outcome, RefreshError, WRITER_IDLE_LIMIT};
+use crate::db::rebuild::{self, Staged};
+use crate::db::writer::{self, End};
+use crate::db::{deltas, queries};
+
+/// Advisory-lock key of the rebuild ("rebuild!" in ASCII).
+pub const REBUILD_LOCK_KEY: i64 = 0x7265_6275_696c_6421;
+/// Attempts when the snapshot was overtaken (a recount or another rebuild committed meanwhile).
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Why a rebuild is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Asked for by an operator (`refresh --full`, `refresh --verify`): always runs.
+    Asked,
+    /// Requested in the database: runs only if a request is still there (another replica may have taken it up).
+    Requested,
+}
+
+/// How a rebuild ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebuilt {
+    /// The difference was committed; the next run applies it.
+    Staged { staged: Staged, duration: Duration },
+    /// No request was left to take up (only for [`Why::Requested`]).
+    NotRequested,
+    /// Another rebuild is running.
+    Busy,
+}
+
+/// Runs one rebuild on `conn` (see the module header), retrying an overtaken snapshot.
+pub fn stage(
+    conn: &mut PgConnection,
+    why: Why,
+    host: &str,
+    local_timeout: Option<Duration>,
+) -> Result<Rebuilt, RefreshError> {
+    let clock = Instant::now();
+    let mut attempt = 1;
+    loop {
+        match attempt_once(conn, why, host, local_timeout) {
+            Err(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
+                if attempt < MAX_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Ok(Some(staged)) => {
+                return Ok(Rebuilt::Staged {
+                    staged,
+                    duration: clock.elapsed(),
+                })
+            }
+            Ok(None) if why == Why::Requested => return Ok(Rebuilt::NotRequested),
+            Ok(None) => return Ok(Rebuilt::Busy),
+            Err(source) => {
+                return Err(RefreshError::Database {
+                    source,
+                    elapsed_ms: clock.elapsed().as_millis(),
+                })
+            }
+        }
+    }
+}
+
+/// [`settle`] without a local timeout: the tests' and the benchmarks' way in (the service goes through the
+/// `Runner`).
+#[cfg(feature = "dev-tools")]
+pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, RefreshError> {
+    settle(conn, mode, host, None).map(|(outcome, _)| outcome)
+}
+
+/// What the one-shot `refresh` does: one run, and when a rebuild is requested after it, the rebuild (beside any
+/// other writer's runs: [`rebuild`]) and the run that applies it, whose outcome is then the answer.
+pub fn settle(
+    conn: &mut PgConnection,
+    mode: Mode,
+    host: &str,
+    local_timeout: Option<Duration>,
+) -> Result<(Outcome, Option<Rebuilt>), RefreshError> {
+    let outcome = run_in(conn, mode, host, local_timeout)?;
+    let requested = deltas::check(conn).map_err(|source| RefreshError::Database {
+        source,
+        elapsed_ms: 0,
+    })?;
+    if matches!(outcome, Outcome::Skipped) || !requested.rebuild {
+        return Ok((outcome, None));
+    }
+    let rebuilt = stage(conn, Why::Requested, host, local_timeout)?;
+    if !matches!(rebuilt, Rebuilt::Staged { .. }) {
+        return Ok((outcome, Some(rebuilt)));
+    }
+    match run_in(conn, Mode::Incremental, host, local_timeout)? {
+        applied @ Outcome::Completed(_) => Ok((applied, Some(rebuilt))),
+        _ => Ok((outcome, Some(rebuilt))),
+    }
+}
+
+/// `None`: busy, or (when requested) nothing to take up any more.
+fn attempt_once(
+    conn: &mut PgConnection,
+    why: Why,
+    host: &str,
+    local_timeout: Option<Duration>,
+) -> diesel::QueryResult<Option<Staged>> {
+    writer::repeatable_read(conn, |conn| {
+        if let Some(timeout) = local_timeout {
+            writer::set_local_timeouts(conn, timeout)?;
+        }
+        writer::set_writer_limits(conn, WRITER_IDLE_LIMIT, &format!("{host} rebuild"))?;
+        if !writer::try_advisory_xact_lock(conn, REBUILD_LOCK_KEY)? {
+            return Ok(End::RollBack(None));
+        }
+        // Before the first successful run the writer's first run rebuilds under its lock, as nothing is served yet.
+        if why == Why::Requested
+            && (!deltas::check(conn)?.rebuild || queries::latest_success(conn)?.is_none())
+        {
+            return Ok(End::RollBack(None));
+        }
+        Ok(End::Commit(Some(rebuild::stage(conn)?)))
+    })
+}
