@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod rebuilds;
+
 use super::pending::{self, Check, Due};
-use super::rebuild::{Rebuilt, Why};
 use super::sample::sample_window;
 use super::{Mode, Outcome, RefreshError};
 use crate::db::{queries, verify, DbError, PgPool, PgPooled};
@@ -93,6 +94,9 @@ pub struct Runner {
     skipped_quiet: AtomicU64,
     /// Whether the newest check found a rebuild requested (the worker then starts one beside its runs).
     rebuild_requested: AtomicBool,
+    /// After a failed rebuild, the next one waits until then (1 s doubling per failure, at most 5 minutes): a
+    /// request stays until a rebuild succeeds, and a failing one must not restart at every check.
+    rebuild_not_before: Mutex<Option<(Instant, u32)>>,
 }
 
 impl Runner {
@@ -118,6 +122,7 @@ impl Runner {
             skip_logged: Mutex::new(None),
             skipped_quiet: AtomicU64::new(0),
             rebuild_requested: AtomicBool::new(false),
+            rebuild_not_before: Mutex::new(None),
         }
     }
 
@@ -306,50 +311,6 @@ impl Runner {
             }
             Ok(Due::Nothing | Due::Wait) => Ok(None),
             Err(e) => self.run_on(Err(DbError::from(e)), mode).map(Some),
-        }
-    }
-
-    /// Whether the newest check found a rebuild requested.
-    pub fn rebuild_requested(&self) -> bool {
-        self.rebuild_requested.load(Ordering::Relaxed)
-    }
-
-    /// Runs a rebuild beside the refreshes on a connection of its own ([`super::rebuild`]), and logs it.
-    pub fn rebuild(&self, why: Why) -> Result<Rebuilt, RunError> {
-        let result = self
-            .pool
-            .get()
-            .map_err(|e| RunError::Db(DbError::from(e)))
-            .and_then(|mut conn| {
-                Ok(super::rebuild::stage(
-                    &mut conn,
-                    why,
-                    &self.host,
-                    self.local_timeout,
-                )?)
-            });
-        if why == Why::Requested {
-            self.rebuild_requested.store(false, Ordering::Relaxed);
-        }
-        self.record_rebuild(&result);
-        result
-    }
-
-    fn record_rebuild(&self, result: &Result<Rebuilt, RunError>) {
-        match result {
-            Ok(Rebuilt::Staged { staged, duration }) => {
-                self.metrics.record_rebuild(*duration, staged.repaired);
-                info!(self.log, "rebuild committed: the next run applies its difference";
-                    "repaired" => staged.repaired, "change_rows" => staged.differences, "days" => staged.days, "users" => staged.users,
-                    "rows_read" => staged.rows_read, "requested_by" => staged.requests.join(", "),
-                    "duration_ms" => duration.as_millis() as u64);
-            }
-            Ok(Rebuilt::NotRequested) => debug!(self.log, "rebuild no longer requested"),
-            Ok(Rebuilt::Busy) => debug!(self.log, "rebuild skipped: another one is running"),
-            Err(e) => {
-                self.metrics.record_refresh_failure();
-                error!(self.log, "rebuild failed: nothing committed, the request stays"; "error" => %e);
-            }
         }
     }
 

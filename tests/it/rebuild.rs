@@ -58,7 +58,10 @@ fn served(port: u16, day: &str) -> Option<i64> {
     }
     let text = r.text();
     let needle = format!("\"{day}\":");
-    let at = text.find(&needle)? + needle.len();
+    // A day without check-ins has no entry.
+    let Some(at) = text.find(&needle).map(|at| at + needle.len()) else {
+        return Some(0);
+    };
     text[at..]
         .split(|c: char| !c.is_ascii_digit())
         .next()?
@@ -198,5 +201,39 @@ fn an_operators_full_rebuild_does_not_stop_the_live_path_and_exits_0_once_applie
     );
     assert_eq!(truth(&mut conn, DAY), 2);
     wait_served(&replicas, DAY, 2);
+    common::assert_rollups_match_definition(&mut conn);
+}
+
+#[test]
+fn a_failing_rebuild_keeps_its_request_and_the_live_path_then_lands_once_it_can() {
+    let db = seeded();
+    let mut conn = db.conn();
+    let replicas = [Service::start(&db.url, &[])];
+    wait_served(&replicas, DAY, 1);
+    // Every rebuild fails at its last statement until the constraint goes.
+    conn.batch_execute(
+        "ALTER TABLE rollup_rebuild_state ADD CONSTRAINT test_no_rebuild CHECK (rebuilt_at IS NULL) NOT VALID; \
+         BEGIN; SET LOCAL session_replication_role = replica; \
+         DELETE FROM tokens WHERE user_id = 1; COMMIT; \
+         INSERT INTO rollup_changes (full_rebuild, source) VALUES (true, 'test')",
+    )
+    .unwrap();
+    let started = Instant::now();
+    while replicas[0].count("ERROR", "rebuild failed") == 0 {
+        assert!(started.elapsed() < LIMIT, "{:#?}", replicas[0].log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    checkin(&mut conn, 2);
+    wait_served(&replicas, DAY, 2);
+    let requests: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "(SELECT count(*) FROM rollup_changes WHERE full_rebuild)",
+    ))
+    .get_result(&mut conn)
+    .unwrap();
+    assert_eq!(requests, 1, "the request stays for the next rebuild");
+    conn.batch_execute("ALTER TABLE rollup_rebuild_state DROP CONSTRAINT test_no_rebuild")
+        .unwrap();
+    // The deleted check-in of 2023-02-01 goes once a rebuild succeeds.
+    wait_served(&replicas, "2023-02-01", 0);
     common::assert_rollups_match_definition(&mut conn);
 }
