@@ -45,6 +45,9 @@ enum During {
     FullRefresh,
     /// A request for a rebuild, as a `TRUNCATE`, a bulk load or a dropped partition leaves it.
     Request,
+    /// The oldest month of tokens deleted behind the triggers' back, then a request: what pg_partman's retention
+    /// dropping an attached partition costs (a rebuild whose difference touches most members).
+    DroppedMonth,
 }
 /// The day the writer's check-ins fall on: the seed's tokens end the day before.
 const DAY: &str = "2026-11-02";
@@ -357,9 +360,25 @@ async fn write_phase(
                         t.elapsed().as_secs_f64()
                     ))
                 }
-                During::Request => {
+                During::Request | During::DroppedMonth => {
                     use diesel::connection::SimpleConnection;
                     let mut conn = db::connect(&url).unwrap();
+                    if matches!(during, During::DroppedMonth) {
+                        let month = "created_at < (SELECT min(created_at) FROM tokens) + interval '1 month'";
+                        let gone = db_counter(
+                            &mut conn,
+                            &format!("(SELECT count(*) FROM tokens WHERE {month})"),
+                        );
+                        conn.batch_execute(&format!(
+                            "BEGIN; SET LOCAL session_replication_role = replica; \
+                             DELETE FROM tokens WHERE {month}; COMMIT"
+                        ))
+                        .unwrap();
+                        println!(
+                            "  deleted the oldest month behind the triggers ({gone} tokens) in {:.2} s",
+                            t.elapsed().as_secs_f64()
+                        );
+                    }
                     conn.batch_execute(
                         "INSERT INTO rollup_changes (full_rebuild, source) VALUES (true, 'bench')",
                     )
@@ -479,6 +498,10 @@ async fn data_set(tokens: u64, users: u32, write_secs: u64, idle_secs: u64) {
     write_phase(&url, &replicas, 20, write_secs, users, During::FullRefresh).await;
     println!("### 20 check-ins a second for {write_secs} s, a rebuild requested at the third (a TRUNCATE's way)");
     write_phase(&url, &replicas, 20, write_secs, users, During::Request).await;
+    println!(
+        "### 20 check-ins a second for {write_secs} s, the oldest month dropped uncaptured at the third, and a request"
+    );
+    write_phase(&url, &replicas, 20, write_secs, users, During::DroppedMonth).await;
     println!("### no writes for {idle_secs} s");
     let window = Window::open(&replicas, &mut conn);
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
