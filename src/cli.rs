@@ -73,7 +73,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RefreshArgs {
-    /// Rebuild every rollup from all tokens.
+    /// Rebuild every rollup from all tokens: recounted beside the live path, without the writer lock, then
+    /// applied by one run under it (the replicas keep serving check-ins meanwhile).
     #[arg(long, conflicts_with_all = ["from", "to", "verify"])]
     pub full: bool,
     /// Also recompute every day from this one (YYYY-MM-DD) and every user with a token created since.
@@ -90,7 +91,8 @@ pub struct RefreshArgs {
     #[arg(long, conflicts_with = "full")]
     pub verify: bool,
     /// With --full, --from/--to or --verify: how long to wait for the writer lock while the replicas' workers hold
-    /// it (they refresh several times a second), trying again every 50 ms; then exit 1 saying that nothing ran.
+    /// it (they refresh several times a second), and with --full or --verify for another rebuild to end, trying
+    /// again every 50 ms; then exit 1 saying what did not happen.
     /// The plain incremental `refresh` (the CronJob's) never waits: another writer does the work, exit 0.
     #[arg(long, default_value = "60s", value_parser = crate::config::values::duration)]
     pub wait: std::time::Duration,
