@@ -48,6 +48,8 @@ enum During {
     /// The oldest month of tokens deleted behind the triggers' back, then a request: what pg_partman's retention
     /// dropping an attached partition costs (a rebuild whose difference touches most members).
     DroppedMonth,
+    /// The same delete without a request (the control: what the delete alone costs the live path).
+    DeletedMonth,
 }
 /// The day the writer's check-ins fall on: the seed's tokens end the day before.
 const DAY: &str = "2026-11-02";
@@ -360,10 +362,10 @@ async fn write_phase(
                         t.elapsed().as_secs_f64()
                     ))
                 }
-                During::Request | During::DroppedMonth => {
+                During::Request | During::DroppedMonth | During::DeletedMonth => {
                     use diesel::connection::SimpleConnection;
                     let mut conn = db::connect(&url).unwrap();
-                    if matches!(during, During::DroppedMonth) {
+                    if matches!(during, During::DroppedMonth | During::DeletedMonth) {
                         let month = "created_at < (SELECT min(created_at) FROM tokens) + interval '1 month'";
                         let gone = db_counter(
                             &mut conn,
@@ -378,6 +380,9 @@ async fn write_phase(
                             "  deleted the oldest month behind the triggers ({gone} tokens) in {:.2} s",
                             t.elapsed().as_secs_f64()
                         );
+                    }
+                    if matches!(during, During::DeletedMonth) {
+                        return None;
                     }
                     conn.batch_execute(
                         "INSERT INTO rollup_changes (full_rebuild, source) VALUES (true, 'bench')",
@@ -450,7 +455,7 @@ async fn write_phase(
     );
 }
 
-async fn data_set(tokens: u64, users: u32, write_secs: u64, idle_secs: u64) {
+async fn data_set(tokens: u64, users: u32, write_secs: u64, idle_secs: u64, rebuilds_only: bool) {
     let pg = TempPostgres::start().expect("a private PostgreSQL");
     let url = pg.url("postgres");
     let mut conn = db::connect(&url).unwrap();
@@ -491,8 +496,18 @@ async fn data_set(tokens: u64, users: u32, write_secs: u64, idle_secs: u64) {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     for rate in [20, 200] {
+        if rebuilds_only && rate == 200 {
+            continue;
+        }
         println!("### {rate} check-ins a second for {write_secs} s");
         write_phase(&url, &replicas, rate, write_secs, users, During::Nothing).await;
+    }
+    if rebuilds_only {
+        println!("### 20 check-ins a second for {write_secs} s, the oldest month deleted uncaptured at the third, no request");
+        write_phase(&url, &replicas, 20, write_secs, users, During::DeletedMonth).await;
+        println!("### 20 check-ins a second for {write_secs} s, the next month deleted uncaptured, and a request");
+        write_phase(&url, &replicas, 20, write_secs, users, During::DroppedMonth).await;
+        return;
     }
     println!("### 20 check-ins a second for {write_secs} s, an operator's `refresh --full` from the third");
     write_phase(&url, &replicas, 20, write_secs, users, During::FullRefresh).await;
@@ -523,13 +538,15 @@ async fn main() {
         "# Freshness: 3 replicas, default settings, on this machine ({} cores)",
         num_cpus()
     );
+    // `--rebuilds-only`: the baseline at 20 writes/s, then the delete of a month alone and with a rebuild.
+    let rebuilds_only = args.iter().any(|a| a == "--rebuilds-only");
     if let (Some(tokens), Some(users)) = (value("--tokens"), value("--users")) {
-        data_set(tokens, users as u32, 20, 60).await;
+        data_set(tokens, users as u32, 20, 60, rebuilds_only).await;
     } else if args.iter().any(|a| a == "--quick") {
-        data_set(1_000_000, 10_000, 10, 10).await;
+        data_set(1_000_000, 10_000, 10, 10, rebuilds_only).await;
     } else {
-        data_set(10_000_000, 100_000, 20, 60).await;
-        data_set(10_000_000, 1_000_000, 20, 60).await;
+        data_set(10_000_000, 100_000, 20, 60, rebuilds_only).await;
+        data_set(10_000_000, 1_000_000, 20, 60, rebuilds_only).await;
     }
 }
 

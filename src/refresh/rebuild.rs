@@ -61,14 +61,13 @@ pub fn stage(
             {
                 attempt += 1;
             }
-            Ok(Some(staged)) => {
+            Ok(Ok(staged)) => {
                 return Ok(Rebuilt::Staged {
                     staged,
                     duration: clock.elapsed(),
                 })
             }
-            Ok(None) if why == Why::Requested => return Ok(Rebuilt::NotRequested),
-            Ok(None) => return Ok(Rebuilt::Busy),
+            Ok(Err(other)) => return Ok(other),
             Err(source) => {
                 return Err(RefreshError::Database {
                     source,
@@ -112,27 +111,27 @@ pub fn settle(
     }
 }
 
-/// `None`: busy, or (when requested) nothing to take up any more.
+/// The difference committed, or why not ([`Rebuilt::Busy`], [`Rebuilt::NotRequested`]).
 fn attempt_once(
     conn: &mut PgConnection,
     why: Why,
     host: &str,
     local_timeout: Option<Duration>,
-) -> diesel::QueryResult<Option<Staged>> {
+) -> diesel::QueryResult<Result<Staged, Rebuilt>> {
     writer::repeatable_read(conn, |conn| {
         if let Some(timeout) = local_timeout {
             writer::set_local_timeouts(conn, timeout)?;
         }
         writer::set_writer_limits(conn, WRITER_IDLE_LIMIT, &format!("{host} rebuild"))?;
         if !writer::try_advisory_xact_lock(conn, REBUILD_LOCK_KEY)? {
-            return Ok(End::RollBack(None));
+            return Ok(End::RollBack(Err(Rebuilt::Busy)));
         }
         // Before the first successful run the writer's first run rebuilds under its lock, as nothing is served yet.
         if why == Why::Requested
             && (!deltas::check(conn)?.rebuild || queries::latest_success(conn)?.is_none())
         {
-            return Ok(End::RollBack(None));
+            return Ok(End::RollBack(Err(Rebuilt::NotRequested)));
         }
-        Ok(End::Commit(Some(rebuild::stage(conn)?)))
+        Ok(End::Commit(Ok(rebuild::stage(conn)?)))
     })
 }
