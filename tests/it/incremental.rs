@@ -242,7 +242,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1500)
+        .unwrap_or(1000)
 }
 
 /// Runs `cases()` random write sequences on one database; two of these run in parallel.
