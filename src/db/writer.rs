@@ -109,3 +109,23 @@ pub fn repeatable_read<T>(
         }
     }
 }
+
+/// Runs `attempt` up to `attempts` times while it fails with a serialization failure (a REPEATABLE READ snapshot
+/// that another writer's commit overtook): each try starts a new transaction, so a new snapshot.
+pub fn retry_overtaken<T>(
+    attempts: u32,
+    mut attempt: impl FnMut() -> QueryResult<T>,
+) -> QueryResult<T> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let mut tried = 1;
+    loop {
+        match attempt() {
+            Err(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
+                if tried < attempts =>
+            {
+                tried += 1;
+            }
+            other => return other,
+        }
+    }
+}

@@ -137,17 +137,9 @@ pub fn run_in(
 ) -> Result<Outcome, RefreshError> {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let mut attempt = 1;
-    let result = loop {
-        match attempt_once(conn, mode, host, local_timeout, started_at, clock) {
-            Err(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
-                if attempt < MAX_ATTEMPTS =>
-            {
-                attempt += 1;
-            }
-            other => break other,
-        }
-    };
+    let result = writer::retry_overtaken(MAX_ATTEMPTS, || {
+        attempt_once(conn, mode, host, local_timeout, started_at, clock)
+    });
     result.map_err(|source: diesel::result::Error| {
         let message = source.to_string();
         let _ = queries::record_failure(

@@ -12,7 +12,6 @@
 //! serialization failure, retried here from a new snapshot.
 
 use diesel::pg::PgConnection;
-use diesel::result::{DatabaseErrorKind, Error};
 use std::time::{Duration, Instant};
 
 use super::{run_in, Mode, Outcome, RefreshError, WRITER_IDLE_LIMIT};
@@ -53,28 +52,18 @@ pub fn stage(
     local_timeout: Option<Duration>,
 ) -> Result<Rebuilt, RefreshError> {
     let clock = Instant::now();
-    let mut attempt = 1;
-    loop {
-        match attempt_once(conn, why, host, local_timeout) {
-            Err(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
-                if attempt < MAX_ATTEMPTS =>
-            {
-                attempt += 1;
-            }
-            Ok(Ok(staged)) => {
-                return Ok(Rebuilt::Staged {
-                    staged,
-                    duration: clock.elapsed(),
-                })
-            }
-            Ok(Err(other)) => return Ok(other),
-            Err(source) => {
-                return Err(RefreshError::Database {
-                    source,
-                    elapsed_ms: clock.elapsed().as_millis(),
-                })
-            }
-        }
+    match writer::retry_overtaken(MAX_ATTEMPTS, || {
+        attempt_once(conn, why, host, local_timeout)
+    }) {
+        Ok(Ok(staged)) => Ok(Rebuilt::Staged {
+            staged,
+            duration: clock.elapsed(),
+        }),
+        Ok(Err(other)) => Ok(other),
+        Err(source) => Err(RefreshError::Database {
+            source,
+            elapsed_ms: clock.elapsed().as_millis(),
+        }),
     }
 }
 
