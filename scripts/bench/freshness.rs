@@ -384,10 +384,7 @@ async fn write_phase(
                     if matches!(during, During::DeletedMonth) {
                         return None;
                     }
-                    conn.batch_execute(
-                        "INSERT INTO rollup_changes (full_rebuild, source) VALUES (true, 'bench')",
-                    )
-                    .unwrap();
+                    coworking_analytics::db::rebuild::request(&mut conn, "bench").unwrap();
                     // Landed when no request is left and nothing is pending.
                     loop {
                         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -403,3 +403,13 @@ pub fn app_state(
         audit: slog::Logger::root(slog::Discard, slog::o!()),
     }
 }
+
+/// Runs `sql` with the capture triggers off (`session_replication_role = replica`), as a restore or a bulk load
+/// does: the rollups do not hear of it.
+pub fn behind_the_triggers(conn: &mut PgConnection, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(&format!(
+        "BEGIN; SET LOCAL session_replication_role = replica; {sql}; COMMIT"
+    ))
+    .unwrap();
+}

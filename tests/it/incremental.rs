@@ -148,16 +148,16 @@ fn apply(conn: &mut PgConnection, op: &Op) {
         Op::Truncate => conn.batch_execute("TRUNCATE tokens").unwrap(),
         Op::Bulk(u, d, t) => {
             ensure_user(conn, *u);
-            conn.batch_execute(&format!(
-                "BEGIN; SET LOCAL session_replication_role = replica; \
-                 INSERT INTO tokens (user_id, token, created_at, used_at) VALUES ({}, 'b', '{}', '{}'); \
-                 COMMIT; \
-                 INSERT INTO rollup_changes (full_rebuild, source) VALUES (true, 'bulk load')",
-                uid(*u),
-                ts(*d, *t),
-                ts(*d, *t)
-            ))
-            .unwrap()
+            common::behind_the_triggers(
+                conn,
+                &format!(
+                    "INSERT INTO tokens (user_id, token, created_at, used_at) VALUES ({}, 'b', '{}', '{}')",
+                    uid(*u),
+                    ts(*d, *t),
+                    ts(*d, *t)
+                ),
+            );
+            coworking_analytics::db::rebuild::request(conn, "bulk load").unwrap()
         }
         Op::Stage => {
             let rebuilt = rebuild::stage(conn, rebuild::Why::Asked, "proptest", None).unwrap();

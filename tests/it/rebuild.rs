@@ -9,6 +9,7 @@
 
 use crate::common::{self, migrated_db, TestDb};
 use crate::process::{get, Service};
+use coworking_analytics::db::rebuild;
 use coworking_analytics::refresh::{self, Mode};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -129,14 +130,14 @@ fn check_ins_reach_every_replica_while_a_requested_rebuild_runs_and_it_lands_who
     wait_served(&replicas, DAY, 1);
     let mut holder = hold_rebuilds(&db);
     // A bulk load's way: rows written with the triggers off, and a rebuild requested for them.
-    conn.batch_execute(&format!(
-        "BEGIN; SET LOCAL session_replication_role = replica; \
-         INSERT INTO tokens (user_id, token, created_at, used_at) \
-           SELECT 3, 'bulk', '{DAY} 15:00', '{DAY} 15:01' FROM generate_series(1, 5); \
-         COMMIT; \
-         INSERT INTO rollup_changes (full_rebuild, source) VALUES (true, 'bulk load')"
-    ))
-    .unwrap();
+    common::behind_the_triggers(
+        &mut conn,
+        &format!(
+            "INSERT INTO tokens (user_id, token, created_at, used_at) \
+             SELECT 3, 'bulk', '{DAY} 15:00', '{DAY} 15:01' FROM generate_series(1, 5)"
+        ),
+    );
+    rebuild::request(&mut conn, "bulk load").unwrap();
     wait_for_a_waiting_rebuild(&mut conn);
     // While it waits, the live path goes on: each check-in reaches both replicas, and what the rebuild found is
     // not shown before it lands (the rollups are never half built).
@@ -172,11 +173,10 @@ fn an_operators_full_rebuild_does_not_stop_the_live_path_and_exits_0_once_applie
     let replicas = [Service::start(&db.url, &[])];
     wait_served(&replicas, DAY, 1);
     // Drift no trigger saw and nobody reported: only a full rebuild (or a verification) finds it.
-    conn.batch_execute(&format!(
-        "BEGIN; SET LOCAL session_replication_role = replica; \
-         DELETE FROM tokens WHERE created_at::date = '{DAY}'; COMMIT"
-    ))
-    .unwrap();
+    common::behind_the_triggers(
+        &mut conn,
+        &format!("DELETE FROM tokens WHERE created_at::date = '{DAY}'"),
+    );
     let mut holder = hold_rebuilds(&db);
     let url = db.url.clone();
     let operator = std::thread::spawn(move || {
@@ -212,12 +212,11 @@ fn a_failing_rebuild_keeps_its_request_and_the_live_path_then_lands_once_it_can(
     wait_served(&replicas, DAY, 1);
     // Every rebuild fails at its last statement until the constraint goes.
     conn.batch_execute(
-        "ALTER TABLE rollup_rebuild_state ADD CONSTRAINT test_no_rebuild CHECK (rebuilt_at IS NULL) NOT VALID; \
-         BEGIN; SET LOCAL session_replication_role = replica; \
-         DELETE FROM tokens WHERE user_id = 1; COMMIT; \
-         INSERT INTO rollup_changes (full_rebuild, source) VALUES (true, 'test')",
+        "ALTER TABLE rollup_rebuild_state ADD CONSTRAINT test_no_rebuild CHECK (rebuilt_at IS NULL) NOT VALID",
     )
     .unwrap();
+    common::behind_the_triggers(&mut conn, "DELETE FROM tokens WHERE user_id = 1");
+    rebuild::request(&mut conn, "test").unwrap();
     let started = Instant::now();
     while replicas[0].count("ERROR", "rebuild failed") == 0 {
         assert!(started.elapsed() < LIMIT, "{:#?}", replicas[0].log());

@@ -3,7 +3,8 @@
 //! it repaired and exits 0; the worker verifies a rotating sample on `VERIFY_SCHEDULE` and counts the repairs.
 
 use crate::common::{
-    add_token, add_user, assert_rollups_match_definition, migrated_db, TestApp, TestDb,
+    add_token, add_user, assert_rollups_match_definition, behind_the_triggers, migrated_db,
+    TestApp, TestDb,
 };
 use chrono::NaiveDate;
 use coworking_analytics::db::verify::Scope;
@@ -21,13 +22,6 @@ fn day(s: &str) -> NaiveDate {
 }
 
 /// Writes `sql` with the triggers off, as a restore or a replication tool would.
-fn behind_the_triggers(conn: &mut PgConnection, sql: &str) {
-    conn.batch_execute(&format!(
-        "BEGIN; SET LOCAL session_replication_role = replica; {sql}; COMMIT"
-    ))
-    .unwrap();
-}
-
 fn seeded() -> (TestDb, PgConnection) {
     let db = migrated_db();
     let mut conn = db.conn();
