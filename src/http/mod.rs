@@ -18,10 +18,11 @@ pub mod reports;
 pub mod respond;
 pub mod routes;
 pub mod state;
+mod streams;
 pub mod tls;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use slog::{info, warn, Logger};
 use std::pin::Pin;
@@ -146,7 +147,7 @@ async fn connection<S>(
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(streams::FirstPollInline);
     builder
         .http1()
         .timer(TokioTimer::new())
