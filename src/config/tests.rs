@@ -11,7 +11,7 @@ fn the_defaults_parse() {
 #[test]
 fn every_variable_is_listed_once() {
     let vars = variables(&Standalone::command());
-    assert_eq!(vars.len(), 41, "{vars:?}");
+    assert_eq!(vars.len(), 42, "{vars:?}");
     assert_eq!(vars[0], "DATABASE_URL");
     assert!(vars.contains(&"METRICS_FLUSH_INTERVAL".to_owned()));
 }

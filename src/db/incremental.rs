@@ -20,34 +20,62 @@ use diesel::sql_types::{BigInt, Bool, Date, Integer, Nullable, Text};
 use super::queries::RecomputeCounts;
 
 /// What the consumed changes ask for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Consumed {
-    #[diesel(sql_type = BigInt)]
     pub changes: i64,
-    #[diesel(sql_type = Bool)]
     pub full_rebuild: bool,
+    /// Change rows were left for the next run (a slice of a larger backlog was taken).
+    pub more: bool,
+}
+
+#[derive(QueryableByName)]
+struct ConsumedRow {
+    #[diesel(sql_type = BigInt)]
+    changes: i64,
+    #[diesel(sql_type = Bool)]
+    full_rebuild: bool,
 }
 
 /// Moves the change rows visible in this transaction's snapshot into the temp table `refresh_consumed`: all of
 /// them for a run that rebuilds under its lock (`with_requests`), else all but the requests for a rebuild, which
-/// stay for the rebuild that runs beside the refreshes (`db::rebuild`).
-pub fn consume_changes(conn: &mut PgConnection, with_requests: bool) -> QueryResult<Consumed> {
+/// stay for the rebuild that runs beside the refreshes (`db::rebuild`). With a `slice` budget, a backlog larger
+/// than it is taken a slice at a time ([`super::slice`]).
+pub fn consume_changes(
+    conn: &mut PgConnection,
+    with_requests: bool,
+    slice: Option<i64>,
+) -> QueryResult<Consumed> {
     diesel::sql_query(
         "CREATE TEMP TABLE refresh_consumed ON COMMIT DROP AS \
            SELECT day, bucket, checkins_delta, user_id, visits_delta, full_rebuild FROM rollup_changes WITH NO DATA",
     )
     .execute(conn)?;
-    diesel::sql_query(
-        "WITH c AS (DELETE FROM rollup_changes WHERE $1 OR NOT full_rebuild \
-                    RETURNING day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
-         INSERT INTO refresh_consumed SELECT * FROM c",
-    )
-    .bind::<Bool, _>(with_requests)
-    .execute(conn)?;
-    diesel::sql_query(
+    let budget = slice.filter(|_| !with_requests);
+    let more = match budget {
+        Some(b) if super::slice::over_budget(conn, b)? => {
+            super::slice::consume(conn, b)?;
+            true
+        }
+        _ => {
+            diesel::sql_query(
+                "WITH c AS (DELETE FROM rollup_changes WHERE $1 OR NOT full_rebuild \
+                            RETURNING day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
+                 INSERT INTO refresh_consumed SELECT * FROM c",
+            )
+            .bind::<Bool, _>(with_requests)
+            .execute(conn)?;
+            false
+        }
+    };
+    let row: ConsumedRow = diesel::sql_query(
         "SELECT count(*)::int8 AS changes, coalesce(bool_or(full_rebuild), false) AS full_rebuild FROM refresh_consumed",
     )
-    .get_result(conn)
+    .get_result(conn)?;
+    Ok(Consumed {
+        changes: row.changes,
+        full_rebuild: row.full_rebuild,
+        more,
+    })
 }
 
 #[derive(QueryableByName)]

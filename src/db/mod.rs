@@ -1,6 +1,6 @@
 //! The database boundary: every SQL statement the service runs outside of `migrations/` is in this module. This
 //! file has the r2d2 connection pool with its per-transaction settings and the embedded migrations; [`queries`]
-//! the reads and the refresh's bookkeeping; [`incremental`] the incremental refresh; [`deltas`] the delta log the
+//! the reads and the refresh's bookkeeping; [`incremental`] the incremental refresh (a large backlog a [`slice`] per run); [`deltas`] the delta log the
 //! replicas patch from; [`load`] the whole rollups; [`bulk`] bulk loading; [`listen`] the follower's `LISTEN` connection; [`verify`] the
 //! self-check; [`writer`] the locks, the writer's lease and limits; [`definitions`] (dev tools only) the SQL definitions the reports are tested against.
 //!
@@ -16,6 +16,7 @@ pub mod load;
 pub mod partitions;
 pub mod queries;
 pub mod rebuild;
+pub mod slice;
 pub mod verify;
 pub mod writer;
 

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 /// An executor that runs a future's first poll inline and spawns the rest on tokio.
 ///
@@ -25,14 +25,14 @@ where
     fn execute(&self, fut: F) {
         let mut fut: Pin<Box<F>> = Box::pin(fut);
         let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Pending = fut.as_mut().poll(&mut cx) {
+        if fut.as_mut().poll(&mut cx).is_pending() {
             tokio::spawn(fut);
         }
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use hyper::rt::Executor;

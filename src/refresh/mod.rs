@@ -15,6 +15,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::PgConnection;
 use diesel::result::{DatabaseErrorKind, Error};
 use diesel::Connection;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod pending;
@@ -27,7 +29,7 @@ pub use pending::Check;
 pub use plan::dry_run;
 #[cfg(feature = "dev-tools")]
 pub use rebuild::run;
-pub use rebuild::settle;
+pub use rebuild::{run_drained, settle};
 pub use runner::{Caller, RunError, Runner};
 
 use crate::db::queries::{self, NewRun, RecomputeCounts};
@@ -50,6 +52,30 @@ const KEEP_ROUTINE_DAYS: i32 = 1;
 pub const WRITER_IDLE_LIMIT: Duration = Duration::from_secs(5);
 /// Attempts of one run when the snapshot turns out to predate the previous writer's commit.
 const MAX_ATTEMPTS: u32 = 3;
+/// Default of `REFRESH_SLICE_ROWS`: most change rows of days, and of users, that one incremental run applies
+/// when more are pending ([`crate::db::slice`]); at 100k members 20,000 user rows hold the lock about 0.2 s.
+pub const DEFAULT_SLICE_ROWS: i64 = 20_000;
+static SLICE_ROWS: AtomicI64 = AtomicI64::new(DEFAULT_SLICE_ROWS);
+thread_local! {
+    static THREAD_SLICE_ROWS: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// Sets the slice budget of this process's incremental runs (`REFRESH_SLICE_ROWS`).
+pub fn set_slice_rows(rows: i64) {
+    SLICE_ROWS.store(rows.max(1), Ordering::Relaxed);
+}
+
+/// Sets the slice budget of the runs made on this thread only, over the process's (`None`: back to it). For the
+/// tests, which slice small backlogs without changing other tests' runs.
+pub fn set_thread_slice_rows(rows: Option<i64>) {
+    THREAD_SLICE_ROWS.with(|c| c.set(rows.map(|r| r.max(1))));
+}
+
+fn slice_rows() -> i64 {
+    THREAD_SLICE_ROWS
+        .with(Cell::get)
+        .unwrap_or_else(|| SLICE_ROWS.load(Ordering::Relaxed))
+}
 
 /// What to recompute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +116,8 @@ pub struct RunReport {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration: Duration,
+    /// Change rows were left pending: this run applied a slice of a larger backlog.
+    pub more: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,7 +242,13 @@ fn attempt_once(
         // and our winning the lock, this update fails with a serialization failure and `run` tries again.
         writer::take_writer_lease(conn, host)?;
         let previous = queries::latest_success(conn)?;
-        let Some((mode, counts, repairs)) = recompute(conn, mode, previous.is_none())? else {
+        let Some(Recomputed {
+            mode,
+            counts,
+            repairs,
+            more,
+        }) = recompute(conn, mode, previous.is_none())?
+        else {
             // Nothing was captured: undo the lease update too, so an idle service writes nothing at all.
             return Ok(End::RollBack(Outcome::Unchanged));
         };
@@ -254,11 +288,18 @@ fn attempt_once(
             started_at,
             finished_at,
             duration: clock.elapsed(),
+            more,
         })))
     })
 }
 
-type Recomputed = (Mode, RecomputeCounts, Vec<verify::Repair>);
+/// What [`recompute`] did.
+struct Recomputed {
+    mode: Mode,
+    counts: RecomputeCounts,
+    repairs: Vec<verify::Repair>,
+    more: bool,
+}
 
 /// Does the work of one run; returns the mode actually used (an incremental run may escalate to full) and, for
 /// a verifying run, what it repaired; `None` when an incremental run has nothing to do.
@@ -270,16 +311,20 @@ fn recompute(
     // Under the lock only before anything is served (or when a test asks); every other rebuild runs beside the
     // refreshes (`rebuild`), and its requests stay for it.
     let in_lock = mode == Mode::Full || first_run;
-    let consumed = incremental::consume_changes(conn, in_lock)?;
+    // Only a plain incremental run slices a backlog: a backfill and a verification read counts from the base
+    // tables, which the changes left pending would then count twice.
+    let slice = (mode == Mode::Incremental).then(slice_rows);
+    let consumed = incremental::consume_changes(conn, in_lock, slice)?;
     let tree_changed = partitions::changes(conn)?;
     partitions::record(conn)?;
     if in_lock {
         // A rebuild recounts everything: there is nothing left to verify.
-        return Ok(Some((
-            Mode::Full,
-            queries::recompute_all(conn)?,
-            Vec::new(),
-        )));
+        return Ok(Some(Recomputed {
+            mode: Mode::Full,
+            counts: queries::recompute_all(conn)?,
+            repairs: Vec::new(),
+            more: false,
+        }));
     }
     if let Some(why) = &tree_changed {
         // A member left the tree without its rows being captured (dropped while attached, or no event trigger).
@@ -287,7 +332,12 @@ fn recompute(
     }
     if mode == Mode::Incremental && consumed.changes == 0 {
         // Nothing to apply; a new request (with the tree it follows) is still committed.
-        return Ok(tree_changed.map(|_| (mode, RecomputeCounts::default(), Vec::new())));
+        return Ok(tree_changed.map(|_| Recomputed {
+            mode,
+            counts: RecomputeCounts::default(),
+            repairs: Vec::new(),
+            more: false,
+        }));
     }
     let range = match mode {
         Mode::Range { from, to } => Some((from, to)),
@@ -298,7 +348,12 @@ fn recompute(
         db_rebuild::note_recount(conn)?;
     }
     let Mode::Verify(scope) = mode else {
-        return Ok(Some((mode, counts, Vec::new())));
+        return Ok(Some(Recomputed {
+            mode,
+            counts,
+            repairs: Vec::new(),
+            more: consumed.more,
+        }));
     };
     let verified = verify::verify_and_repair(conn, scope)?;
     if !verified.repairs.is_empty() {
@@ -307,7 +362,12 @@ fn recompute(
     counts.days += verified.days;
     counts.users += verified.users;
     counts.rows_written += verified.repairs.len() as i64;
-    Ok(Some((mode, counts, verified.repairs)))
+    Ok(Some(Recomputed {
+        mode,
+        counts,
+        repairs: verified.repairs,
+        more: false,
+    }))
 }
 
 fn clamp(n: i64) -> i32 {

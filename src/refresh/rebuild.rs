@@ -7,6 +7,8 @@
 //! - `refresh --full` and `refresh --verify` (everything), which then wait for a run to apply it;
 //! - the one-shot `refresh` of a CronJob, when a rebuild is requested.
 //!
+//! [`run_drained`] repeats a run until a large difference (taken a slice per run, `db::slice`) is all applied.
+//!
 //! Only one rebuild runs at a time across the replicas (a transaction-scoped advisory lock, tried, never waited
 //! for); the state row of migration 13 turns any rebuild whose snapshot a recount or another rebuild overtook into a
 //! serialization failure, retried here from a new snapshot.
@@ -14,7 +16,8 @@
 use diesel::pg::PgConnection;
 use std::time::{Duration, Instant};
 
-use super::{run_in, Mode, Outcome, RefreshError, WRITER_IDLE_LIMIT};
+use super::{run_in, Mode, Outcome, RefreshError, RunReport, WRITER_IDLE_LIMIT};
+use crate::db::queries::RecomputeCounts;
 use crate::db::rebuild::{self, Staged};
 use crate::db::writer::{self, End};
 use crate::db::{deltas, queries};
@@ -74,6 +77,37 @@ pub fn run(conn: &mut PgConnection, mode: Mode, host: &str) -> Result<Outcome, R
     settle(conn, mode, host, None).map(|(outcome, _)| outcome)
 }
 
+/// Runs until no slice of a backlog is left ([`RunReport::more`]): what the one-shot `refresh` and the tests do
+/// (the worker runs again on its next check instead). Each run is its own transaction, so check-ins and other
+/// writers' runs go in between. The report is the last run's, with the counts of all of them.
+pub fn run_drained(
+    conn: &mut PgConnection,
+    mode: Mode,
+    host: &str,
+    local_timeout: Option<Duration>,
+) -> Result<Outcome, RefreshError> {
+    let mut last: Option<RunReport> = None;
+    let mut total = RecomputeCounts::default();
+    loop {
+        match run_in(conn, mode, host, local_timeout)? {
+            Outcome::Completed(mut report) => {
+                total.days += report.counts.days;
+                total.users += report.counts.users;
+                total.rows_read += report.counts.rows_read;
+                total.rows_written += report.counts.rows_written;
+                report.counts = total;
+                let more = report.more;
+                last = Some(report);
+                if !more {
+                    break;
+                }
+            }
+            other => return Ok(last.map_or(other, Outcome::Completed)),
+        }
+    }
+    Ok(last.map_or(Outcome::Unchanged, Outcome::Completed))
+}
+
 /// What the one-shot `refresh` does: one run, and when a rebuild is requested after it, the rebuild (beside any
 /// other writer's runs: [`rebuild`]) and the run that applies it, whose outcome is then the answer.
 pub fn settle(
@@ -82,7 +116,7 @@ pub fn settle(
     host: &str,
     local_timeout: Option<Duration>,
 ) -> Result<(Outcome, Option<Rebuilt>), RefreshError> {
-    let outcome = run_in(conn, mode, host, local_timeout)?;
+    let outcome = run_drained(conn, mode, host, local_timeout)?;
     let requested = deltas::check(conn).map_err(|source| RefreshError::Database {
         source,
         elapsed_ms: 0,
@@ -94,7 +128,7 @@ pub fn settle(
     if !matches!(rebuilt, Rebuilt::Staged { .. }) {
         return Ok((outcome, Some(rebuilt)));
     }
-    match run_in(conn, Mode::Incremental, host, local_timeout)? {
+    match run_drained(conn, Mode::Incremental, host, local_timeout)? {
         applied @ Outcome::Completed(_) => Ok((applied, Some(rebuilt))),
         _ => Ok((outcome, Some(rebuilt))),
     }

@@ -44,6 +44,7 @@ mod runner;
 mod serving;
 mod shared_cache;
 mod shutdown;
+mod slices;
 mod tls;
 mod tokens;
 mod verify;

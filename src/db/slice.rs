@@ -1,0 +1,74 @@
+//! A large backlog of change rows applied a slice per run (#25): a rebuild's difference or a detached partition
+//! can name most members, and applying it in one run held the writer lock for seconds while no check-in reached
+//! any replica. A run instead takes every pending row of some days and some users, the most recently touched
+//! first, up to a budget of rows for each, and leaves the rest for the next runs.
+//!
+//! A slice is made of whole keys: a day (with its quarter hours) or a user is moved from the change rows to the
+//! rollups completely or not at all, so every count a replica serves is one the database held (before or after
+//! the backlog), never part of a transaction's effect on it. A change row names a day and a user at once; when only
+//! one of them is in the slice, that part of the row moves and the other stays pending (the row is updated). A
+//! check-in just recorded makes its day and its user the most recent keys, so it is in the next run's slice.
+//! Since every pending row of a key moves together, a recount of that key from the base tables (a negative count,
+//! a bucketless day) never leaves a change behind that it already counted.
+//!
+//! Runs in the refresh's REPEATABLE READ transaction under the writer lock, after `refresh_consumed` is made.
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Whether more than `budget` change rows (requests for a rebuild aside) are pending: stops counting past it.
+pub fn over_budget(conn: &mut PgConnection, budget: i64) -> QueryResult<bool> {
+    let c: Count = diesel::sql_query(
+        "SELECT count(*)::int8 AS n FROM \
+           (SELECT 1 FROM rollup_changes WHERE NOT full_rebuild LIMIT $1 + 1) x",
+    )
+    .bind::<BigInt, _>(budget)
+    .get_result(conn)?;
+    Ok(c.n > budget)
+}
+
+/// Moves one slice into `refresh_consumed`: every pending row of the most recently touched days, up to `budget`
+/// rows, and of the most recently touched users, up to `budget` rows (at least one key of each kind).
+pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
+    for (table, key) in [
+        ("refresh_slice_days", "day"),
+        ("refresh_slice_users", "user_id"),
+    ] {
+        diesel::sql_query(format!(
+            "CREATE TEMP TABLE {table} ON COMMIT DROP AS \
+               SELECT {key} FROM ( \
+                 SELECT {key}, n, sum(n) OVER (ORDER BY latest DESC, {key}) AS running \
+                 FROM (SELECT {key}, count(*) AS n, max(recorded_at) AS latest FROM rollup_changes \
+                       WHERE {key} IS NOT NULL AND NOT full_rebuild GROUP BY {key}) k \
+               ) x WHERE running - n < $1"
+        ))
+        .bind::<BigInt, _>(budget)
+        .execute(conn)?;
+    }
+    conn.batch_execute(
+        "WITH c AS (DELETE FROM rollup_changes \
+                    WHERE NOT full_rebuild \
+                      AND (day IS NULL OR day IN (SELECT day FROM refresh_slice_days)) \
+                      AND (user_id IS NULL OR user_id IN (SELECT user_id FROM refresh_slice_users)) \
+                    RETURNING day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
+         INSERT INTO refresh_consumed SELECT * FROM c; \
+         INSERT INTO refresh_consumed (day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
+           SELECT day, bucket, checkins_delta, NULL, 0, false FROM rollup_changes \
+           WHERE NOT full_rebuild AND day IN (SELECT day FROM refresh_slice_days); \
+         UPDATE rollup_changes SET day = NULL, bucket = NULL, checkins_delta = 0 \
+           WHERE NOT full_rebuild AND day IN (SELECT day FROM refresh_slice_days); \
+         INSERT INTO refresh_consumed (day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
+           SELECT NULL, NULL, 0, user_id, visits_delta, false FROM rollup_changes \
+           WHERE NOT full_rebuild AND user_id IN (SELECT user_id FROM refresh_slice_users); \
+         UPDATE rollup_changes SET user_id = NULL, visits_delta = 0 \
+           WHERE NOT full_rebuild AND user_id IN (SELECT user_id FROM refresh_slice_users)",
+    )
+}

@@ -1,0 +1,104 @@
+//! A large backlog of change rows is applied a slice per run (`db::slice`): each run moves whole days and whole
+//! users, the most recently touched first, so a check-in recorded behind a rebuild's difference reaches the
+//! rollups in the next run, and no count is ever part of a change. The property tests of `incremental` run with
+//! a slice budget of 2 as well.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::common::{self, migrated_db};
+use coworking_analytics::db::load::rollup_contents;
+use coworking_analytics::refresh::{self, rebuild, Mode, Outcome};
+use diesel::connection::SimpleConnection;
+use diesel::PgConnection;
+use std::collections::BTreeMap;
+
+fn days(conn: &mut PgConnection) -> BTreeMap<String, i64> {
+    let (days, _) = rollup_contents(conn).unwrap();
+    days.into_iter()
+        .map(|d| (d.day.to_string(), d.checkins))
+        .collect()
+}
+
+fn users(conn: &mut PgConnection) -> BTreeMap<i32, i64> {
+    let (_, users) = rollup_contents(conn).unwrap();
+    users.into_iter().map(|u| (u.user_id, u.visits)).collect()
+}
+
+#[test]
+fn a_checkin_behind_a_large_difference_goes_in_the_next_run_and_the_rest_follows_whole() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    // Five members, check-ins on three days (members 1-4: ten a day each).
+    conn.batch_execute(
+        "INSERT INTO users (id, first_name, last_name, joined_at) \
+           SELECT i, 'F', 'L', '2024-01-01' FROM generate_series(1, 5) i; \
+         INSERT INTO tokens (user_id, token, created_at, used_at) \
+           SELECT 1 + i % 4, 't', d + make_interval(mins => i * 7), d + make_interval(mins => i * 7) \
+           FROM generate_series(0, 39) i, (VALUES ('2024-03-01'::timestamp), ('2024-03-02'), ('2024-03-03')) v(d)",
+    )
+    .unwrap();
+    refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
+    // The oldest day goes behind the triggers' back (as a dropped partition would), and a rebuild stages the
+    // difference: one day, its quarter hours and four members.
+    common::behind_the_triggers(
+        &mut conn,
+        "DELETE FROM tokens WHERE created_at < '2024-03-02'",
+    );
+    let rebuilt = rebuild::stage(&mut conn, rebuild::Why::Asked, "t", None).unwrap();
+    assert!(
+        matches!(rebuilt, rebuild::Rebuilt::Staged { .. }),
+        "{rebuilt:?}"
+    );
+    // Then a check-in of member 5 on the newest day.
+    conn.batch_execute(
+        "INSERT INTO tokens (user_id, token, created_at, used_at) \
+         VALUES (5, 'n', '2024-03-03 12:00', '2024-03-03 12:00')",
+    )
+    .unwrap();
+    let (days_before, users_before) = (days(&mut conn), users(&mut conn));
+
+    refresh::set_thread_slice_rows(Some(1));
+    let Outcome::Completed(run) = refresh::run_in(&mut conn, Mode::Incremental, "t", None).unwrap()
+    else {
+        panic!("the run did nothing")
+    };
+    assert!(run.more, "a slice was taken and the rest left");
+    let (days_after, users_after) = (days(&mut conn), users(&mut conn));
+    assert_eq!(
+        days_after["2024-03-03"],
+        days_before["2024-03-03"] + 1,
+        "the check-in's day went first"
+    );
+    assert_eq!(users_after.get(&5), Some(&1), "and its member");
+    assert_eq!(
+        days_after.get("2024-03-01"),
+        days_before.get("2024-03-01"),
+        "the day of the difference waits, whole"
+    );
+    for u in 1..=4 {
+        assert_eq!(users_after[&u], users_before[&u], "member {u} waits, whole");
+    }
+
+    // The next runs apply the rest, each key whole: every count is either the one before or the final one.
+    let mut runs = 1;
+    loop {
+        let Outcome::Completed(run) =
+            refresh::run_in(&mut conn, Mode::Incremental, "t", None).unwrap()
+        else {
+            panic!("a run with a backlog did nothing")
+        };
+        runs += 1;
+        let (d, u) = (days(&mut conn), users(&mut conn));
+        assert!(d
+            .get("2024-03-01")
+            .is_none_or(|n| Some(n) == days_before.get("2024-03-01")));
+        for id in 1..=4 {
+            assert!(u.get(&id) == users_before.get(&id) || u.get(&id) == Some(&20));
+        }
+        if !run.more {
+            break;
+        }
+    }
+    refresh::set_thread_slice_rows(None);
+    assert!(runs >= 4, "one key of each kind per run: {runs} runs");
+    common::assert_rollups_match_definition(&mut conn);
+}
