@@ -124,6 +124,7 @@ async fn sync(
     log: &Logger,
 ) -> Option<CacheWriter> {
     let pool = pool.clone();
+    let started = std::time::Instant::now();
     let done = tokio::task::spawn_blocking(move || {
         let synced = pool
             .get()
@@ -150,7 +151,8 @@ async fn sync(
             info!(log, "cache reloaded"; "run_id" => cache.run_id(), "notified" => notified)
         }
         Ok(Synced::Patched) => {
-            debug!(log, "cache patched"; "run_id" => cache.run_id(), "notified" => notified)
+            debug!(log, "cache patched"; "run_id" => cache.run_id(), "notified" => notified,
+                "elapsed_ms" => started.elapsed().as_millis() as u64)
         }
         Ok(Synced::Touched) => {
             debug!(log, "cache vouched by a newer run"; "run_id" => cache.run_id())

@@ -185,7 +185,7 @@ pub struct Config {
     /// Most change rows of days, and of users, that one incremental refresh applies when more are pending (a
     /// rebuild's difference, a detached partition): the rest goes in the next runs, a whole day or user at a time,
     /// so check-ins keep reaching the replicas meanwhile.
-    #[arg(long, env = "REFRESH_SLICE_ROWS", default_value = "20000", value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, env = "REFRESH_SLICE_ROWS", default_value = "5000", value_parser = clap::value_parser!(i64).range(1..))]
     pub refresh_slice_rows: i64,
     /// When the worker verifies a sample of the rollups against the base tables (7 days and 1/168 of the users, rotating)
     /// and repairs any drift: cron with a leading seconds field, UTC.

@@ -1,13 +1,16 @@
 //! A large backlog of change rows applied a slice per run (#25): a rebuild's difference or a detached partition
 //! can name most members, and applying it in one run held the writer lock for seconds while no check-in reached
-//! any replica. A run instead takes every pending row of some days and some users, the most recently touched
-//! first, up to a budget of rows for each, and leaves the rest for the next runs.
+//! any replica. A run instead takes every pending row of some days and some users, up to a budget of rows for
+//! each, and leaves the rest for the next runs. Keys a live write touched come first (any row not from a rebuild or
+//! a partition event), then the backlog's in key order: a run's users are a contiguous range, so a replica
+//! re-renders and re-compresses the few chunks of the report that hold them (in the order the rows were written,
+//! every slice touched every chunk, and a replica's patch cost 250-300 ms whatever the slice's size).
 //!
 //! A slice is made of whole keys: a day (with its quarter hours) or a user is moved from the change rows to the
 //! rollups completely or not at all, so every count a replica serves is one the database held (before or after
 //! the backlog), never part of a transaction's effect on it. A change row names a day and a user at once; when only
 //! one of them is in the slice, that part of the row moves and the other stays pending (the row is updated). A
-//! check-in just recorded makes its day and its user the most recent keys, so it is in the next run's slice.
+//! check-in just recorded is a live write, so its day and its user are in the next run's slice.
 //! Since every pending row of a key moves together, a recount of that key from the base tables (a negative count,
 //! a bucketless day) never leaves a change behind that it already counted.
 //!
@@ -35,8 +38,8 @@ pub fn over_budget(conn: &mut PgConnection, budget: i64) -> QueryResult<bool> {
     Ok(c.n > budget)
 }
 
-/// Moves one slice into `refresh_consumed`: every pending row of the most recently touched days, up to `budget`
-/// rows, and of the most recently touched users, up to `budget` rows (at least one key of each kind).
+/// Moves one slice into `refresh_consumed`: every pending row of some days, up to `budget` rows, and of some
+/// users, up to `budget` rows (at least one key of each kind); those a live write touched first.
 pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
     for (table, key) in [
         ("refresh_slice_days", "day"),
@@ -45,8 +48,10 @@ pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
         diesel::sql_query(format!(
             "CREATE TEMP TABLE {table} ON COMMIT DROP AS \
                SELECT {key} FROM ( \
-                 SELECT {key}, n, sum(n) OVER (ORDER BY latest DESC, {key}) AS running \
-                 FROM (SELECT {key}, count(*) AS n, max(recorded_at) AS latest FROM rollup_changes \
+                 SELECT {key}, n, sum(n) OVER (ORDER BY live DESC, {key}) AS running \
+                 FROM (SELECT {key}, count(*) AS n, \
+                         bool_or(source <> 'rebuild' AND source NOT LIKE 'partition %') AS live \
+                       FROM rollup_changes \
                        WHERE {key} IS NOT NULL AND NOT full_rebuild GROUP BY {key}) k \
                ) x WHERE running - n < $1"
         ))

@@ -201,7 +201,7 @@ impl Runner {
                     "run_id" => r.run_id, "mode" => r.mode.as_str(),
                     "days" => r.counts.days, "users" => r.counts.users,
                     "rows_read" => r.counts.rows_read, "rows_written" => r.counts.rows_written,
-                    "repaired" => r.repairs.len(),
+                    "repaired" => r.repairs.len(), "backlog_left" => r.more,
                     "duration_ms" => r.duration.as_millis() as u64);
                 let log = self.log.new(fields);
                 if routine {

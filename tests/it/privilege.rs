@@ -75,6 +75,12 @@ async fn the_service_runs_under_the_app_role_which_cannot_touch_anything_else() 
         .unwrap();
     let mut members = db::connect(&as_user(&db.url, "members_app")).unwrap();
     denied(&mut members, "SELECT * FROM rollup_changes");
+    // The owner's helpers of the partition events are not callable by other roles (functions are PUBLIC
+    // unless revoked): they would put capture triggers on, or count change rows from, any table as the owner.
+    for role in [&mut members, &mut app] {
+        denied(role, "SELECT rollup_capture_member('users')");
+        denied(role, "SELECT rollup_partition_rows('users', 1, 'x')");
+    }
     add_token(
         &mut members,
         1,

@@ -1,5 +1,5 @@
 //! A large backlog of change rows is applied a slice per run (`db::slice`): each run moves whole days and whole
-//! users, the most recently touched first, so a check-in recorded behind a rebuild's difference reaches the
+//! users, those a live write touched first, so a check-in recorded behind a rebuild's difference reaches the
 //! rollups in the next run, and no count is ever part of a change. The property tests of `incremental` run with
 //! a slice budget of 2 as well.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
