@@ -200,7 +200,7 @@ pub fn runner(
     metrics: &Arc<Metrics>,
     log: Logger,
 ) -> Runner {
-    crate::refresh::set_slice_rows(config.refresh_slice_rows);
+    crate::refresh::set_slice_keys(config.refresh_slice_keys);
     let runner = Runner::new(pool, caller, Arc::clone(metrics), host_name(), log);
     match config.db_pool_mode {
         // No session settings behind a transaction pooler: the run sets its timeouts itself.

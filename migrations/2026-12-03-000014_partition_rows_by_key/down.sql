@@ -1,3 +1,6 @@
+DROP INDEX IF EXISTS rollup_changes_by_user;
+DROP INDEX IF EXISTS rollup_changes_by_day;
+DROP INDEX IF EXISTS rollup_changes_live;
 -- Back to migration 12's event function, which groups a partition's rows by (quarter hour, user).
 CREATE OR REPLACE FUNCTION rollup_partition_event() RETURNS event_trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = public, pg_temp AS $$

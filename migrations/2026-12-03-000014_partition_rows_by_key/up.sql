@@ -81,3 +81,10 @@ END $$;
 -- of its choosing with the owner's rights.
 REVOKE EXECUTE ON FUNCTION rollup_capture_member(regclass) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION rollup_partition_rows(regclass, int, text) FROM PUBLIC;
+
+-- What a run looks up to take a slice of a large backlog (src/db/slice.rs): the pending rows of some members, of
+-- some days, and the keys live writes touched, through these indexes instead of a scan of the whole backlog.
+CREATE INDEX rollup_changes_by_user ON rollup_changes (user_id) WHERE NOT full_rebuild;
+CREATE INDEX rollup_changes_by_day ON rollup_changes (day) WHERE NOT full_rebuild;
+CREATE INDEX rollup_changes_live ON rollup_changes (user_id, day)
+    WHERE NOT full_rebuild AND source <> 'rebuild' AND source NOT LIKE 'partition %';

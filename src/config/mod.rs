@@ -182,11 +182,11 @@ pub struct Config {
     /// change asks for: bounds the load under a stream of writes, whatever the number of replicas.
     #[arg(long, env = "REFRESH_MIN_INTERVAL", default_value = "200ms", value_parser = values::duration)]
     pub refresh_min_interval: Duration,
-    /// Most change rows of days, and of users, that one incremental refresh applies when more are pending (a
-    /// rebuild's difference, a detached partition): the rest goes in the next runs, a whole day or user at a time,
-    /// so check-ins keep reaching the replicas meanwhile.
-    #[arg(long, env = "REFRESH_SLICE_ROWS", default_value = "5000", value_parser = clap::value_parser!(i64).range(1..))]
-    pub refresh_slice_rows: i64,
+    /// When more change rows are pending than this (a rebuild's difference, a detached partition), an incremental
+    /// refresh applies those of this many members and days (whole, besides any a live write touched) and leaves
+    /// the rest to the next runs, so check-ins keep reaching the replicas meanwhile.
+    #[arg(long, env = "REFRESH_SLICE_KEYS", default_value = "5000", value_parser = clap::value_parser!(i64).range(1..))]
+    pub refresh_slice_keys: i64,
     /// When the worker verifies a sample of the rollups against the base tables (7 days and 1/168 of the users, rotating)
     /// and repairs any drift: cron with a leading seconds field, UTC.
     #[arg(long, env = "VERIFY_SCHEDULE", default_value = "0 0 * * * *")]

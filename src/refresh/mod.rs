@@ -52,30 +52,30 @@ const KEEP_ROUTINE_DAYS: i32 = 1;
 pub const WRITER_IDLE_LIMIT: Duration = Duration::from_secs(5);
 /// Attempts of one run when the snapshot turns out to predate the previous writer's commit.
 const MAX_ATTEMPTS: u32 = 3;
-/// Default of `REFRESH_SLICE_ROWS`: most change rows of days, and of users, that one incremental run applies
-/// when more are pending ([`crate::db::slice`]). At 100k members a run of 5,000 users held the lock 0.12-0.24 s
-/// and a replica patched it in 30-50 ms (20,000: 0.3-0.4 s).
-pub const DEFAULT_SLICE_ROWS: i64 = 5_000;
-static SLICE_ROWS: AtomicI64 = AtomicI64::new(DEFAULT_SLICE_ROWS);
+/// Default of `REFRESH_SLICE_KEYS`: how many members, and how many days, one incremental run takes of a backlog
+/// larger than that ([`crate::db::slice`]), besides those live writes touched. At 100k members a run of 5,000
+/// members held the lock 0.05-0.24 s and a replica patched it in 30-50 ms (20,000: 0.3-0.4 s).
+pub const DEFAULT_SLICE_KEYS: i64 = 5_000;
+static SLICE_KEYS: AtomicI64 = AtomicI64::new(DEFAULT_SLICE_KEYS);
 thread_local! {
-    static THREAD_SLICE_ROWS: Cell<Option<i64>> = const { Cell::new(None) };
+    static THREAD_SLICE_KEYS: Cell<Option<i64>> = const { Cell::new(None) };
 }
 
-/// Sets the slice budget of this process's incremental runs (`REFRESH_SLICE_ROWS`).
-pub fn set_slice_rows(rows: i64) {
-    SLICE_ROWS.store(rows.max(1), Ordering::Relaxed);
+/// Sets the slice budget of this process's incremental runs (`REFRESH_SLICE_KEYS`).
+pub fn set_slice_keys(keys: i64) {
+    SLICE_KEYS.store(keys.max(1), Ordering::Relaxed);
 }
 
 /// Sets the slice budget of the runs made on this thread only, over the process's (`None`: back to it). For the
 /// tests, which slice small backlogs without changing other tests' runs.
-pub fn set_thread_slice_rows(rows: Option<i64>) {
-    THREAD_SLICE_ROWS.with(|c| c.set(rows.map(|r| r.max(1))));
+pub fn set_thread_slice_keys(keys: Option<i64>) {
+    THREAD_SLICE_KEYS.with(|c| c.set(keys.map(|k| k.max(1))));
 }
 
-fn slice_rows() -> i64 {
-    THREAD_SLICE_ROWS
+fn slice_keys() -> i64 {
+    THREAD_SLICE_KEYS
         .with(Cell::get)
-        .unwrap_or_else(|| SLICE_ROWS.load(Ordering::Relaxed))
+        .unwrap_or_else(|| SLICE_KEYS.load(Ordering::Relaxed))
 }
 
 /// What to recompute.
@@ -314,7 +314,7 @@ fn recompute(
     let in_lock = mode == Mode::Full || first_run;
     // Only a plain incremental run slices a backlog: a backfill and a verification read counts from the base
     // tables, which the changes left pending would then count twice.
-    let slice = (mode == Mode::Incremental).then(slice_rows);
+    let slice = (mode == Mode::Incremental).then(slice_keys);
     let consumed = incremental::consume_changes(conn, in_lock, slice)?;
     let tree_changed = partitions::changes(conn)?;
     partitions::record(conn)?;

@@ -273,8 +273,8 @@ fn cases() -> u32 {
 
 /// Runs `cases()` random write sequences on one database; two of these run in parallel, one of them with a slice
 /// budget of 2 rows, so that most of its runs take a slice of what is pending and leave the rest.
-fn property(seed_name: &str, slice_rows: Option<i64>) {
-    refresh::set_thread_slice_rows(slice_rows);
+fn property(seed_name: &str, slice_keys: Option<i64>) {
+    refresh::set_thread_slice_keys(slice_keys);
     let db = migrated_db();
     let conn = RefCell::new(db.conn());
     refresh_and_check(&mut conn.borrow_mut(), Mode::Incremental); // the first run is a full rebuild
@@ -374,7 +374,7 @@ fn concurrent_writers_and_refreshers_end_equal_to_a_full_recompute() {
             let (url, done) = (db.url.clone(), std::sync::Arc::clone(&done));
             std::thread::spawn(move || {
                 // One refresher takes backlogs a slice of 3 rows at a time, between the other's runs.
-                refresh::set_thread_slice_rows((r == 0).then_some(3));
+                refresh::set_thread_slice_keys((r == 0).then_some(3));
                 let mut conn = coworking_analytics::db::connect(&url).unwrap();
                 let (mut ran, mut skipped) = (0, 0);
                 for turn in 0.. {
