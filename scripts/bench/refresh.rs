@@ -15,6 +15,10 @@
 //! Each figure is the median of several runs. Not a test: it asserts nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "live.rs"]
+#[allow(dead_code, reason = "each benchmark uses part of what they share")]
+mod live;
+
 use coworking_analytics::config::with_dbname;
 use coworking_analytics::db;
 use coworking_analytics::pgtemp::TempPostgres;
@@ -22,6 +26,7 @@ use coworking_analytics::refresh::{self, rebuild, Mode, Outcome};
 use coworking_analytics::seed::{self, SeedParams};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
+use live::make_changes;
 use std::time::{Duration, Instant};
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -88,26 +93,6 @@ fn incremental(conn: &mut PgConnection) -> (Duration, i64, i64) {
         panic!("skipped")
     };
     (t.elapsed(), r.counts.days, r.counts.users)
-}
-
-/// `n` changed tokens over the last 7 days of the data: half new tokens, half late check-ins, in 100-row statements.
-fn make_changes(conn: &mut PgConnection, n: usize, users: u32, end: &str, salt: usize) {
-    for batch in 0..(n / 2).div_ceil(100) {
-        conn.batch_execute(&format!(
-            "INSERT INTO tokens (user_id, token, created_at, used_at) \
-             SELECT 1 + (({batch} * 100 + g) * 7919 + {salt} * 104729) % {users}, '424242', ts, CASE WHEN g % 2 = 0 THEN ts + interval '2 min' END \
-             FROM generate_series(1, 100) g, LATERAL (SELECT '{end}'::timestamp - (g % 7 + 1) * interval '1 day' \
-                  + (g * 37 % 600) * interval '1 minute' AS ts) t"
-        ))
-        .unwrap();
-        conn.batch_execute(&format!(
-            "UPDATE tokens SET used_at = created_at + interval '1 day' WHERE id IN ( \
-               SELECT id FROM tokens WHERE used_at IS NULL AND created_at >= '{end}'::timestamp - interval '7 days' \
-               ORDER BY id OFFSET {} LIMIT 100)",
-            (batch * 100 + salt) % 5000
-        ))
-        .unwrap();
-    }
 }
 
 /// Single-row inserts per timed run.

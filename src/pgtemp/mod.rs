@@ -4,7 +4,8 @@
 //! it (no TCP port to collide with). PostgreSQL refuses to run as root, so when we are root the server runs as
 //! the `postgres` OS user (or `nobody`). The server process is our child and gets SIGQUIT if the thread that
 //! started it dies, so a crashed test run leaves no server behind; [`TempPostgres::stop`] (or drop) shuts it
-//! down and removes the directory. Directories left by killed runs are swept on the next start.
+//! down and removes the directory. Directories left by killed runs are swept on the next start. A benchmark's
+//! large data set lives in a directory it names instead, kept between runs ([`kept`]).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod faults;
+mod kept;
 mod os;
 
 pub use os::spawn_tied;
@@ -68,6 +70,8 @@ pub struct TempPostgres {
     /// (server certificate and key, owner-only), by [`faults`].
     hba: Vec<String>,
     files: Vec<(String, Vec<u8>)>,
+    /// A cluster in a directory the caller named ([`kept`]): stopping it leaves the directory.
+    kept: bool,
 }
 
 /// Finds `initdb` and `postgres`: `$PG_BIN_DIR`, the newest `/usr/lib/postgresql/<major>/bin`, then `PATH`.
@@ -157,6 +161,7 @@ impl TempPostgres {
             settings: Vec::new(),
             hba: Vec::new(),
             files: Vec::new(),
+            kept: false,
         };
         std::fs::set_permissions(&me.root, std::fs::Permissions::from_mode(0o755))
             .map_err(io("setting permissions"))?;
@@ -317,7 +322,9 @@ impl TempPostgres {
 
     fn shutdown(&mut self) {
         self.stop_server();
-        let _ = std::fs::remove_dir_all(&self.root);
+        if !self.kept {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 
     fn stop_server(&mut self) {
