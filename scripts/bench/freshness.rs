@@ -24,6 +24,10 @@
 #[allow(dead_code, reason = "each benchmark uses part of what they share")]
 mod live;
 
+#[path = "changes.rs"]
+#[allow(dead_code, reason = "each benchmark uses part of what they share")]
+mod changes;
+
 use coworking_analytics::db;
 use coworking_analytics::pgtemp::TempPostgres;
 use coworking_analytics::refresh::{self, Mode};

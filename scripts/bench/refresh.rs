@@ -15,10 +15,11 @@
 //! Each figure is the median of several runs. Not a test: it asserts nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "live.rs"]
+#[path = "changes.rs"]
 #[allow(dead_code, reason = "each benchmark uses part of what they share")]
-mod live;
+mod changes;
 
+use changes::make_changes;
 use coworking_analytics::config::with_dbname;
 use coworking_analytics::db;
 use coworking_analytics::pgtemp::TempPostgres;
@@ -26,7 +27,6 @@ use coworking_analytics::refresh::{self, rebuild, Mode, Outcome};
 use coworking_analytics::seed::{self, SeedParams};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
-use live::make_changes;
 use std::time::{Duration, Instant};
 
 fn median(mut xs: Vec<Duration>) -> Duration {

@@ -25,14 +25,16 @@
 #[allow(dead_code, reason = "each benchmark uses part of what they share")]
 mod live;
 
+#[path = "changes.rs"]
+mod changes;
+
+use changes::make_changes;
 use coworking_analytics::db;
 use coworking_analytics::pgtemp::TempPostgres;
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
-use live::{
-    bin, db_counter, make_changes, rss_mib, start_replica, write_phase, During, Phase, DAY,
-};
+use live::{bin, db_counter, rss_mib, start_replica, write_phase, During, Phase, DAY};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -278,7 +280,7 @@ async fn main() {
         println!("### {what} for {secs} s");
         let phase = write_phase(&url, &replicas, rate, secs, users, during).await;
         if let Some(part) = &phase.detached {
-            live::reattach(&mut conn, part);
+            changes::reattach(&mut conn, part);
             println!("  attached {} again", part.0);
         }
         rows.push((what, phase, max));
