@@ -151,6 +151,21 @@ pub fn refresh(
         std::thread::sleep(LOCK_RETRY);
         outcome = runner.run(run_mode);
     }
+    // A large difference is applied a slice per run, and another writer may take the lock between two of them:
+    // the rebuild is applied once none of it is pending, by whichever writer, and until then it waits its turn.
+    while rebuilt.is_some()
+        && matches!(outcome, Ok(refresh::Outcome::Completed(_)))
+        && difference_pending(&runner)
+    {
+        if started.elapsed() >= args.wait {
+            outcome = Ok(refresh::Outcome::Skipped);
+            break;
+        }
+        std::thread::sleep(LOCK_RETRY);
+        if let Ok(refresh::Outcome::Completed(more)) = runner.run(run_mode) {
+            outcome = Ok(refresh::Outcome::Completed(more));
+        }
+    }
     if waits && matches!(outcome, Ok(refresh::Outcome::Skipped)) {
         outcome = Err(if rebuilt.is_some() {
             refresh::RunError::ApplyBusy { waited: args.wait }
@@ -179,6 +194,14 @@ pub fn refresh(
     rt.shutdown_background();
     outcome?;
     Ok(())
+}
+
+/// Whether part of a staged rebuild's difference is still to be applied (a database error counts as pending: the
+/// next look, or the `--wait` bound, decides).
+fn difference_pending(runner: &refresh::Runner) -> bool {
+    runner.pool().get().map_or(true, |mut conn| {
+        db::rebuild::difference_pending(&mut conn).unwrap_or(true)
+    })
 }
 
 /// What `refresh --verify` of everything found (a rebuild beside the refreshes), for the operator.

@@ -53,6 +53,14 @@ pub fn request(conn: &mut PgConnection, why: &str) -> QueryResult<()> {
     Ok(())
 }
 
+/// Whether a staged rebuild's difference is still pending, wholly or in part (applied a slice per run).
+pub fn difference_pending(conn: &mut PgConnection) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "EXISTS (SELECT 1 FROM rollup_changes WHERE source = 'rebuild')",
+    ))
+    .get_result(conn)
+}
+
 /// Records, in a run's transaction, that it recounted or repaired counts from the base tables.
 pub fn note_recount(conn: &mut PgConnection) -> QueryResult<()> {
     conn.batch_execute("UPDATE rollup_rebuild_state SET recounts = recounts + 1 WHERE id = 1")

@@ -236,3 +236,89 @@ fn a_failing_rebuild_keeps_its_request_and_the_live_path_then_lands_once_it_can(
     wait_served(&replicas, "2023-02-01", 0);
     common::assert_rollups_match_definition(&mut conn);
 }
+
+/// Found by reading `refresh --full` after slices came (#25): a difference larger than `REFRESH_SLICE_KEYS` is
+/// applied a slice per run, and when another writer took the lock between two slices the command exited 0 with
+/// the rest still pending. The test makes that happen every time: it holds the writer lock until the rebuild is
+/// staged, lets the command take it, and queues for it while the command applies its first slice (each run is
+/// held 300 ms by a trigger on `refresh_runs`), so the lock passes to the test at that commit; it keeps it 1 s.
+#[test]
+fn an_operators_full_rebuild_exits_0_only_once_every_slice_is_applied() {
+    let db = seeded();
+    let mut conn = db.conn();
+    // Drift on several days and members: six keys or more, one per run with REFRESH_SLICE_KEYS=1.
+    common::behind_the_triggers(
+        &mut conn,
+        "INSERT INTO tokens (user_id, token, created_at, used_at) \
+         SELECT u, '1', d, d + interval '5 min' FROM generate_series(1, 3) u, \
+           generate_series('2023-02-10'::timestamp, '2023-02-12', interval '1 day') d",
+    );
+    conn.batch_execute(
+        "CREATE FUNCTION slow_run() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$; \
+         CREATE TRIGGER slow_run AFTER INSERT ON refresh_runs FOR EACH ROW EXECUTE FUNCTION slow_run()",
+    )
+    .unwrap();
+    let key = refresh::WRITER_LOCK_KEY;
+    let mut holder = db.conn();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
+        .unwrap();
+    let url = db.url.clone();
+    let operator = std::thread::spawn(move || {
+        Command::new(BIN)
+            .args(["refresh", "--full", "--wait", "30s"])
+            .env("DATABASE_URL", url)
+            .env("REFRESH_SLICE_KEYS", "1")
+            .output()
+            .unwrap()
+    });
+    let holds = |conn: &mut PgConnection, who: &str| -> bool {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+            "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+               AND ((classid::int8 << 32) | objid::int8) = {key} AND {who})"
+        )))
+        .get_result(conn)
+        .unwrap()
+    };
+    let started = Instant::now();
+    while !rebuild::difference_pending(&mut conn).unwrap() {
+        assert!(started.elapsed() < LIMIT, "the rebuild was never staged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let holder_pid: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+        "pg_backend_pid()",
+    ))
+    .get_result(&mut holder)
+    .unwrap();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
+        .unwrap();
+    while !holds(&mut conn, &format!("pid <> {holder_pid}")) {
+        assert!(started.elapsed() < LIMIT, "the command never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Queued behind the command's first slice: granted at its commit, before its next run can try.
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({key}), pg_sleep(1)"))
+        .unwrap();
+    assert!(
+        rebuild::difference_pending(&mut conn).unwrap(),
+        "the first slice took everything: nothing was left for the lock to pass over"
+    );
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
+        .unwrap();
+    let out = operator.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !rebuild::difference_pending(&mut conn).unwrap(),
+        "`refresh --full` exited 0 with part of its difference not applied"
+    );
+    common::assert_rollups_match_definition(&mut conn);
+}
