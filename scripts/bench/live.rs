@@ -37,7 +37,7 @@ pub enum During {
 
 /// Waits until no change row of `source LIKE pattern` (or a rebuild request, for `rebuild`) is left: the
 /// difference has landed in every slice.
-async fn landed(conn: &mut diesel::PgConnection, what: &str) {
+pub async fn landed(conn: &mut diesel::PgConnection, what: &str) {
     let pending = match what {
         "rebuild" => "full_rebuild OR source = 'rebuild'",
         _ => "source LIKE 'partition %'",

@@ -280,8 +280,14 @@ async fn main() {
         println!("### {what} for {secs} s");
         let phase = write_phase(&url, &replicas, rate, secs, users, during).await;
         if let Some(part) = &phase.detached {
+            let t = Instant::now();
             changes::reattach(&mut conn, part);
-            println!("  attached {} again", part.0);
+            live::landed(&mut conn, "partition").await;
+            println!(
+                "  attached {} again; its rows landed after {:.1} s",
+                part.0,
+                t.elapsed().as_secs_f64()
+            );
         }
         rows.push((what, phase, max));
     }
