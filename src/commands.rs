@@ -120,6 +120,8 @@ pub fn refresh(
     let beside = matches!(mode, Mode::Full | Mode::Verify(verify::Scope::All));
     let run_mode = if beside { Mode::Incremental } else { mode };
     let mut rebuilt = None;
+    // `--wait` bounds each wait for a turn, not the command: a rebuild of 100M check-ins takes longer than it.
+    let mut waiting_since = started;
     let mut outcome = if beside {
         let staged = conn
             .map(drop)
@@ -135,6 +137,7 @@ pub fn refresh(
         match staged {
             Ok(r @ Rebuilt::Staged { .. }) => {
                 rebuilt = Some(r);
+                waiting_since = Instant::now();
                 runner.run(run_mode)
             }
             Ok(_) => Ok(refresh::Outcome::Skipped),
@@ -146,7 +149,9 @@ pub fn refresh(
     // An operator's run (a rebuild, a backfill, a self-check) waits for its turn at the writer lock instead of
     // being skipped: the workers hold it for a moment several times a second.
     let waits = mode != Mode::Incremental;
-    while waits && matches!(outcome, Ok(refresh::Outcome::Skipped)) && started.elapsed() < args.wait
+    while waits
+        && matches!(outcome, Ok(refresh::Outcome::Skipped))
+        && waiting_since.elapsed() < args.wait
     {
         std::thread::sleep(LOCK_RETRY);
         outcome = runner.run(run_mode);
@@ -157,13 +162,14 @@ pub fn refresh(
         && matches!(outcome, Ok(refresh::Outcome::Completed(_)))
         && difference_pending(&runner)
     {
-        if started.elapsed() >= args.wait {
+        if waiting_since.elapsed() >= args.wait {
             outcome = Ok(refresh::Outcome::Skipped);
             break;
         }
         std::thread::sleep(LOCK_RETRY);
         if let Ok(refresh::Outcome::Completed(more)) = runner.run(run_mode) {
             outcome = Ok(refresh::Outcome::Completed(more));
+            waiting_since = Instant::now();
         }
     }
     if waits && matches!(outcome, Ok(refresh::Outcome::Skipped)) {

@@ -322,3 +322,54 @@ fn an_operators_full_rebuild_exits_0_only_once_every_slice_is_applied() {
     );
     common::assert_rollups_match_definition(&mut conn);
 }
+
+/// `--wait` bounds a wait for the writer lock, counted from when the command starts waiting for it: a rebuild that
+/// took longer than `--wait` (at 100M check-ins it takes over a minute) made the command give up on the first busy
+/// moment after it, and exit 1 with its difference unapplied. The test holds the rebuild for longer than `--wait`,
+/// and the writer lock over its end.
+#[test]
+fn an_operators_rebuild_longer_than_its_wait_still_waits_its_turn_to_apply() {
+    let db = seeded();
+    let mut conn = db.conn();
+    common::behind_the_triggers(
+        &mut conn,
+        &format!("DELETE FROM tokens WHERE created_at::date = '{DAY}'"),
+    );
+    let key = refresh::WRITER_LOCK_KEY;
+    let mut writer = db.conn();
+    writer
+        .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
+        .unwrap();
+    let mut holder = hold_rebuilds(&db);
+    let url = db.url.clone();
+    let operator = std::thread::spawn(move || {
+        Command::new(BIN)
+            .args(["refresh", "--full", "--wait", "2s"])
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap()
+    });
+    wait_for_a_waiting_rebuild(&mut conn);
+    // The rebuild takes longer than --wait, and the lock is busy when it is done.
+    std::thread::sleep(Duration::from_secs(3));
+    holder.batch_execute("COMMIT").unwrap();
+    let started = Instant::now();
+    while !rebuild::difference_pending(&mut conn).unwrap() {
+        assert!(started.elapsed() < LIMIT, "the rebuild was never staged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    writer
+        .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
+        .unwrap();
+    let out = operator.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!rebuild::difference_pending(&mut conn).unwrap());
+    assert_eq!(truth(&mut conn, DAY), 0);
+    common::assert_rollups_match_definition(&mut conn);
+}
