@@ -89,8 +89,11 @@ struct Source {
 /// Recounts everything in the caller's REPEATABLE READ snapshot, commits the difference as `rebuild` change rows
 /// and takes up the requests visible in it (see the module header). Holds no writer lock.
 pub fn stage(conn: &mut PgConnection) -> QueryResult<Staged> {
+    // Background work takes one core: with PostgreSQL's parallel workers the recount took every core of a small
+    // database server (both, on the 2-core machine of the benchmarks), and the live path's runs waited for CPU.
     conn.batch_execute(
-        "CREATE TEMP TABLE rebuild_pending ON COMMIT DROP AS \
+        "SET LOCAL max_parallel_workers_per_gather = 0; \
+         CREATE TEMP TABLE rebuild_pending ON COMMIT DROP AS \
            SELECT day, bucket, checkins_delta, user_id, visits_delta FROM rollup_changes WHERE NOT full_rebuild; \
          CREATE TEMP TABLE rebuild_truth ON COMMIT DROP AS \
            SELECT date_bin('15 minutes', created_at, TIMESTAMP '2000-01-01') AS bucket, count(*)::int8 AS n \
