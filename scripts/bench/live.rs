@@ -154,14 +154,24 @@ impl Conn {
 pub async fn start_replica(url: &str) -> (Replica, Duration) {
     let port = free_port();
     let t = Instant::now();
+    // BENCH_REPLICA_LOGS=DIR: each replica logs at debug into DIR/replica-PORT.log (its runs' and patches' times).
+    let logs = std::env::var_os("BENCH_REPLICA_LOGS").map(std::path::PathBuf::from);
+    let (level, stdout) = match &logs {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).unwrap();
+            let file = std::fs::File::create(dir.join(format!("replica-{port}.log"))).unwrap();
+            ("debug", Stdio::from(file))
+        }
+        None => ("warning", Stdio::null()),
+    };
     let child = Command::new(bin())
         .arg("serve")
         .env_clear()
         .env("DATABASE_URL", url)
         .env("APP_PORT", port.to_string())
         .env("METRICS_SINK", "none")
-        .env("LOG_LEVEL", "warning")
-        .stdout(Stdio::null())
+        .env("LOG_LEVEL", level)
+        .stdout(stdout)
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();

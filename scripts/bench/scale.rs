@@ -243,9 +243,11 @@ async fn main() {
     }
     let mut conn = db::connect(&url).unwrap();
     let salt = db_counter(&mut conn, "(SELECT count(*) FROM refresh_runs)") as usize;
-    let full = run(&mut cli(&url, &["refresh", "--full"]), "refresh --full");
-    println!("full rebuild (`refresh --full`, alone): {full:.1} s");
-    refresh_costs(&url, users, salt);
+    if value("--only").is_none() {
+        let full = run(&mut cli(&url, &["refresh", "--full"]), "refresh --full");
+        println!("full rebuild (`refresh --full`, alone): {full:.1} s");
+        refresh_costs(&url, users, salt);
+    }
 
     let mut replicas = Vec::new();
     for i in 1..=3 {
@@ -277,6 +279,10 @@ async fn main() {
             Some(1000.0),
         ),
     ] {
+        // `--only WORD`: only the phases whose name holds WORD (e.g. `--only partman`).
+        if value("--only").is_some_and(|w| !what.contains(w.as_str())) {
+            continue;
+        }
         println!("### {what} for {secs} s");
         let phase = write_phase(&url, &replicas, rate, secs, users, during).await;
         if let Some(part) = &phase.detached {

@@ -21,6 +21,9 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
+/// The prefix of the session settings that hold where the last slice ended, per kind of key.
+pub const CURSOR: &str = "coworking.slice_after";
+
 #[derive(QueryableByName)]
 struct Count {
     #[diesel(sql_type = BigInt)]
@@ -39,24 +42,51 @@ pub fn over_budget(conn: &mut PgConnection, budget: i64) -> QueryResult<bool> {
 }
 
 /// Moves one slice into `refresh_consumed`: every pending row of the days and users a live write touched, and of
-/// the first `budget` other days and users in key order. Each step is a lookup through the partial indexes of
+/// the next `budget` other days and users in key order. Each step is a lookup through the partial indexes of
 /// migration 14, so a run costs what its slice holds, not what the backlog holds (with a `GROUP BY` over the whole
 /// backlog a run took seconds at a million members).
+///
+/// "Next" starts after the last key the previous slice on this session took (kept in the session setting
+/// [`CURSOR`]`.<key>`), and wraps around to the lowest key: the slices before it left their deleted rows at the
+/// left end of the index, and a scan from the lowest key read through all of them until vacuum removed them
+/// (100 ms per run after 225,000 of a detached month's member rows, 4 ms from the cursor; 10M check-ins, 1M
+/// members). The cursor only orders the backlog; a key below it (a newer backlog) is taken when the slices wrap,
+/// and a session without it (a new connection, a rolled-back run) starts from the lowest key.
 pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
-    for (table, key) in [
-        ("refresh_slice_days", "day"),
-        ("refresh_slice_users", "user_id"),
+    for (table, key, lowest) in [
+        ("refresh_slice_days", "day", "'-infinity'::date"),
+        ("refresh_slice_users", "user_id", "(-2147483648)::int4"),
     ] {
+        let after = format!(
+            "coalesce(nullif(current_setting('{CURSOR}.{key}', true), '')::{kind}, {lowest})",
+            kind = if key == "day" { "date" } else { "int4" }
+        );
+        diesel::sql_query(format!(
+            "CREATE TEMP TABLE {table}_backlog ON COMMIT DROP AS \
+               SELECT {key} FROM ( \
+                 (SELECT {key} FROM rollup_changes WHERE NOT full_rebuild AND {key} IS NOT NULL AND {key} > {after} \
+                  GROUP BY {key} ORDER BY {key} LIMIT $1) \
+                 UNION ALL \
+                 (SELECT {key} FROM rollup_changes WHERE NOT full_rebuild AND {key} IS NOT NULL AND {key} <= {after} \
+                  GROUP BY {key} ORDER BY {key} LIMIT $1) \
+               ) s LIMIT $1"
+        ))
+        .bind::<BigInt, _>(budget)
+        .execute(conn)?;
+        // The last key in the order taken: the highest of the wrapped part if the slice wrapped.
+        diesel::sql_query(format!(
+            "SELECT set_config('{CURSOR}.{key}', last, false) FROM \
+               (SELECT coalesce(max({key}) FILTER (WHERE {key} <= {after}), max({key}))::text AS last \
+                FROM {table}_backlog) x WHERE last IS NOT NULL"
+        ))
+        .execute(conn)?;
         diesel::sql_query(format!(
             "CREATE TEMP TABLE {table} ON COMMIT DROP AS \
                SELECT {key} FROM rollup_changes \
                  WHERE NOT full_rebuild AND source <> 'rebuild' AND source NOT LIKE 'partition %' \
                    AND {key} IS NOT NULL \
-               UNION \
-               (SELECT {key} FROM rollup_changes WHERE NOT full_rebuild AND {key} IS NOT NULL \
-                GROUP BY {key} ORDER BY {key} LIMIT $1)"
+               UNION SELECT {key} FROM {table}_backlog"
         ))
-        .bind::<BigInt, _>(budget)
         .execute(conn)?;
     }
     // A member's rows first: whole when their day is in the slice too (or they name none), else the member's part

@@ -99,3 +99,62 @@ fn a_checkin_behind_a_large_difference_goes_in_the_next_run_and_the_rest_follows
     assert_eq!(runs, 4, "one backlog member per run: {runs} runs");
     common::assert_rollups_match_definition(&mut conn);
 }
+
+/// The slices go on from where the previous one ended rather than from the lowest key (whose deleted rows a
+/// scan from the start would read through), and wrap around: a backlog that arrives below that point is taken
+/// when they do, and the rollups end equal to the definition.
+#[test]
+fn slices_go_on_from_the_last_key_and_wrap_around_to_a_newer_backlog() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    conn.batch_execute(
+        "INSERT INTO users (id, first_name, last_name, joined_at) \
+           SELECT i, 'F', 'L', '2024-01-01' FROM generate_series(1, 6) i; \
+         INSERT INTO tokens (user_id, token, created_at, used_at) \
+           SELECT 1 + i % 6, 't', d + make_interval(mins => i * 7), d + make_interval(mins => i * 7) \
+           FROM generate_series(0, 59) i, (VALUES ('2024-03-01'::timestamp), ('2024-03-02')) v(d)",
+    )
+    .unwrap();
+    refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
+    common::behind_the_triggers(
+        &mut conn,
+        "DELETE FROM tokens WHERE created_at < '2024-03-02'",
+    );
+    rebuild::stage(&mut conn, rebuild::Why::Asked, "t", None).unwrap();
+    let before = users(&mut conn);
+    refresh::set_thread_slice_keys(Some(2));
+    let step = |conn: &mut PgConnection| match refresh::run_in(conn, Mode::Incremental, "t", None)
+        .unwrap()
+    {
+        Outcome::Completed(run) => run.more,
+        other => panic!("a run with a backlog did nothing: {other:?}"),
+    };
+    assert!(step(&mut conn));
+    let after_one = users(&mut conn);
+    let moved: Vec<i32> = (1..=6).filter(|u| after_one[u] != before[u]).collect();
+    assert_eq!(moved, [1, 2], "the first slice takes the lowest members");
+    // A newer difference for member 1 (below where the slices are), then the next slice.
+    common::behind_the_triggers(
+        &mut conn,
+        "DELETE FROM tokens WHERE user_id = 1 AND created_at >= '2024-03-02'",
+    );
+    rebuild::stage(&mut conn, rebuild::Why::Asked, "t", None).unwrap();
+    assert!(step(&mut conn));
+    let after_two = users(&mut conn);
+    let moved: Vec<i32> = (1..=6)
+        .filter(|u| after_two.get(u) != after_one.get(u))
+        .collect();
+    assert_eq!(moved, [3, 4], "the next slice goes on after member 2");
+    let mut runs = 2;
+    while step(&mut conn) {
+        runs += 1;
+        assert!(runs < 10, "the slices never ended");
+    }
+    refresh::set_thread_slice_keys(None);
+    assert_eq!(
+        users(&mut conn).get(&1),
+        None,
+        "member 1's newer difference was taken on wrapping"
+    );
+    common::assert_rollups_match_definition(&mut conn);
+}
