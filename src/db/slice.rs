@@ -53,13 +53,6 @@ pub fn over_budget(conn: &mut PgConnection, budget: i64) -> QueryResult<bool> {
 /// members). The cursor only orders the backlog; a key below it (a newer backlog) is taken when the slices wrap,
 /// and a session without it (a new connection, a rolled-back run) starts from the lowest key.
 pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
-    // Every statement below reads `rollup_changes` through an index, a key at a time (`= ANY`), whatever its
-    // statistics say. They are often stale here: a backlog arrives in one statement (a detached month, a
-    // rebuild's difference) into a queue table that autovacuum last saw nearly empty. With joins, the planner
-    // merge-joined the slice's keys from the lowest pending key up, through every row earlier slices deleted
-    // (18-37 ms a statement, six statements a run, at 10M check-ins and 1M members), and one run after re-attaching
-    // a month there took 89 s (its plan was not captured). Temp tables have no index, so they are read in full.
-    conn.batch_execute("SET LOCAL enable_seqscan = off")?;
     for (table, key, lowest) in [
         ("refresh_slice_days", "day", "'-infinity'::date"),
         ("refresh_slice_users", "user_id", "(-2147483648)::int4"),
@@ -100,26 +93,25 @@ pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
     // moves and the day's part stays. Then a day's rows: whole when they name no member (any left name a member
     // outside the slice), else the day's part. No row is left naming neither.
     conn.batch_execute(
-        "WITH c AS (DELETE FROM rollup_changes \
-                    WHERE NOT full_rebuild AND user_id IS NOT NULL AND user_id = ANY (ARRAY(SELECT user_id FROM refresh_slice_users)) \
-                      AND (day IS NULL OR day = ANY (ARRAY(SELECT day FROM refresh_slice_days))) \
+        "ANALYZE refresh_slice_days; ANALYZE refresh_slice_users; \
+         WITH c AS (DELETE FROM rollup_changes \
+                    WHERE NOT full_rebuild AND user_id IN (SELECT user_id FROM refresh_slice_users) \
+                      AND (day IS NULL OR day IN (SELECT day FROM refresh_slice_days)) \
                     RETURNING day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
          INSERT INTO refresh_consumed SELECT * FROM c; \
          INSERT INTO refresh_consumed (day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
            SELECT NULL, NULL, 0, user_id, visits_delta, false FROM rollup_changes \
-           WHERE NOT full_rebuild AND user_id IS NOT NULL AND user_id = ANY (ARRAY(SELECT user_id FROM refresh_slice_users)); \
+           WHERE NOT full_rebuild AND user_id IN (SELECT user_id FROM refresh_slice_users); \
          UPDATE rollup_changes SET user_id = NULL, visits_delta = 0 \
-           WHERE NOT full_rebuild AND user_id IS NOT NULL AND user_id = ANY (ARRAY(SELECT user_id FROM refresh_slice_users)); \
+           WHERE NOT full_rebuild AND user_id IN (SELECT user_id FROM refresh_slice_users); \
          WITH c AS (DELETE FROM rollup_changes \
-                    WHERE NOT full_rebuild AND day IS NOT NULL AND day = ANY (ARRAY(SELECT day FROM refresh_slice_days)) \
-                      AND user_id IS NULL \
+                    WHERE NOT full_rebuild AND day IN (SELECT day FROM refresh_slice_days) AND user_id IS NULL \
                     RETURNING day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
          INSERT INTO refresh_consumed SELECT * FROM c; \
          INSERT INTO refresh_consumed (day, bucket, checkins_delta, user_id, visits_delta, full_rebuild) \
            SELECT day, bucket, checkins_delta, NULL, 0, false FROM rollup_changes \
-           WHERE NOT full_rebuild AND day IS NOT NULL AND day = ANY (ARRAY(SELECT day FROM refresh_slice_days)); \
+           WHERE NOT full_rebuild AND day IN (SELECT day FROM refresh_slice_days); \
          UPDATE rollup_changes SET day = NULL, bucket = NULL, checkins_delta = 0 \
-           WHERE NOT full_rebuild AND day IS NOT NULL AND day = ANY (ARRAY(SELECT day FROM refresh_slice_days)); \
-         SET LOCAL enable_seqscan = on",
+           WHERE NOT full_rebuild AND day IN (SELECT day FROM refresh_slice_days)",
     )
 }
