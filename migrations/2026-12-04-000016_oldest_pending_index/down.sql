@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS rollup_changes_recorded;
