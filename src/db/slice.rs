@@ -41,6 +41,31 @@ pub fn over_budget(conn: &mut PgConnection, budget: i64) -> QueryResult<bool> {
     Ok(c.n > budget)
 }
 
+/// Gives the planner `rollup_changes` as it is when its statistics take it for smaller than the backlog the caller
+/// just counted (more than `budget` rows): a backlog arrives in one statement (a detached month, a rebuild's
+/// difference) into a queue table that autovacuum last saw nearly empty. With the table taken for one row, the
+/// slice's first statement joined its 5,000 members against every pending row in a nested loop over two
+/// sequential scans: 67-117 s for one run after a month of 10M check-ins by 1M members (~311,000 change rows) was
+/// detached by pg_partman or attached again, in three of six runs of `scripts/bench-scale`, while no check-in
+/// reached any replica (the plan was logged by `auto_explain`). `ANALYZE` reads a sample (~120 ms there) once per backlog; it waits behind an autovacuum of the
+/// table, which PostgreSQL cancels after `deadlock_timeout` (1 s).
+fn analyze_if_stale(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
+    #[derive(QueryableByName)]
+    struct Stats {
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        reltuples: f64,
+    }
+    let stats: Stats = diesel::sql_query(
+        "SELECT reltuples::float8 AS reltuples FROM pg_class WHERE oid = 'rollup_changes'::regclass",
+    )
+    .get_result(conn)?;
+    // -1: never analysed. The comparison is in f64 since reltuples is an estimate (a float4 in pg_class).
+    if stats.reltuples < budget as f64 {
+        conn.batch_execute("ANALYZE rollup_changes")?;
+    }
+    Ok(())
+}
+
 /// Moves one slice into `refresh_consumed`: every pending row of the days and users a live write touched, and of
 /// the next `budget` other days and users in key order. Each step is a lookup through the partial indexes of
 /// migration 14, so a run costs what its slice holds, not what the backlog holds (with a `GROUP BY` over the whole
@@ -53,6 +78,7 @@ pub fn over_budget(conn: &mut PgConnection, budget: i64) -> QueryResult<bool> {
 /// members). The cursor only orders the backlog; a key below it (a newer backlog) is taken when the slices wrap,
 /// and a session without it (a new connection, a rolled-back run) starts from the lowest key.
 pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
+    analyze_if_stale(conn, budget)?;
     for (table, key, lowest) in [
         ("refresh_slice_days", "day", "'-infinity'::date"),
         ("refresh_slice_users", "user_id", "(-2147483648)::int4"),
