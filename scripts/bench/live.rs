@@ -164,9 +164,14 @@ pub async fn start_replica(url: &str) -> (Replica, Duration) {
         }
         None => ("warning", Stdio::null()),
     };
-    let child = Command::new(bin())
+    let mut command = Command::new(bin());
+    command.env_clear();
+    // REFRESH_SLICE_KEYS from the bench's environment reaches the replicas (to compare slice sizes).
+    if let Ok(keys) = std::env::var("REFRESH_SLICE_KEYS") {
+        command.env("REFRESH_SLICE_KEYS", keys);
+    }
+    let child = command
         .arg("serve")
-        .env_clear()
         .env("DATABASE_URL", url)
         .env("APP_PORT", port.to_string())
         .env("METRICS_SINK", "none")
