@@ -166,9 +166,11 @@ pub async fn start_replica(url: &str) -> (Replica, Duration) {
     };
     let mut command = Command::new(bin());
     command.env_clear();
-    // REFRESH_SLICE_KEYS from the bench's environment reaches the replicas (to compare slice sizes).
-    if let Ok(keys) = std::env::var("REFRESH_SLICE_KEYS") {
-        command.env("REFRESH_SLICE_KEYS", keys);
+    // These reach the replicas from the bench's environment (to compare slice sizes, allocator settings).
+    for name in ["REFRESH_SLICE_KEYS", "MALLOC_ARENA_MAX"] {
+        if let Ok(value) = std::env::var(name) {
+            command.env(name, value);
+        }
     }
     let child = command
         .arg("serve")
