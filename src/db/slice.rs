@@ -76,7 +76,8 @@ fn analyze_if_stale(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
 /// left end of the index, and a scan from the lowest key read through all of them until vacuum removed them
 /// (100 ms per run after 225,000 of a detached month's member rows, 4 ms from the cursor; 10M check-ins, 1M
 /// members). The cursor only orders the backlog; a key below it (a newer backlog) is taken when the slices wrap,
-/// and a session without it (a new connection, a rolled-back run) starts from the lowest key.
+/// and a session without it (a new connection, a rolled-back run) starts from the lowest key. Behind PgBouncer in
+/// transaction mode a run may find another server connection's cursor: that too only changes the order.
 pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
     analyze_if_stale(conn, budget)?;
     // The statements below look the slice's keys up one by one (a nested loop over the index), whatever the
