@@ -90,13 +90,26 @@ pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
         "SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off; \
          SET LOCAL random_page_cost = 1.1",
     )?;
-    for (table, key, lowest) in [
-        ("refresh_slice_days", "day", "'-infinity'::date"),
-        ("refresh_slice_users", "user_id", "(-2147483648)::int4"),
+    // The cursor is kept as an integer (a day as days since 2000-01-01), so that its text does not depend on the
+    // session's `DateStyle`. (The key type, how a key becomes that integer, and back, and the lowest key.)
+    for (table, key, to_int, from_int, lowest) in [
+        (
+            "refresh_slice_days",
+            "day",
+            "(max_key - DATE '2000-01-01')",
+            "DATE '2000-01-01' + ",
+            "'-infinity'::date",
+        ),
+        (
+            "refresh_slice_users",
+            "user_id",
+            "max_key",
+            "",
+            "(-2147483648)::int4",
+        ),
     ] {
         let after = format!(
-            "coalesce(nullif(current_setting('{CURSOR}.{key}', true), '')::{kind}, {lowest})",
-            kind = if key == "day" { "date" } else { "int4" }
+            "coalesce({from_int}nullif(current_setting('{CURSOR}.{key}', true), '')::int4, {lowest})"
         );
         diesel::sql_query(format!(
             "CREATE TEMP TABLE {table}_backlog ON COMMIT DROP AS \
@@ -112,9 +125,9 @@ pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
         .execute(conn)?;
         // The last key in the order taken: the highest of the wrapped part if the slice wrapped.
         diesel::sql_query(format!(
-            "SELECT set_config('{CURSOR}.{key}', last, false) FROM \
-               (SELECT coalesce(max({key}) FILTER (WHERE {key} <= {after}), max({key}))::text AS last \
-                FROM {table}_backlog) x WHERE last IS NOT NULL"
+            "SELECT set_config('{CURSOR}.{key}', ({to_int})::text, false) FROM \
+               (SELECT coalesce(max({key}) FILTER (WHERE {key} <= {after}), max({key})) AS max_key \
+                FROM {table}_backlog) x WHERE max_key IS NOT NULL"
         ))
         .execute(conn)?;
         diesel::sql_query(format!(

@@ -210,3 +210,47 @@ fn the_first_slice_of_a_backlog_the_statistics_missed_analyses_the_change_rows()
         "the run analysed the backlog: {seen} rows estimated of {pending}"
     );
 }
+
+/// The slices' cursor does not depend on the session's date format: a day cursor written under one `DateStyle`
+/// is read under another (as a pooled connection may be) and the slices go on, ending equal to the definition.
+#[test]
+fn the_slice_cursor_survives_a_change_of_date_style() {
+    let db = migrated_db();
+    let mut conn = db.conn();
+    conn.batch_execute(
+        "INSERT INTO users (id, first_name, last_name, joined_at) \
+           SELECT i, 'F', 'L', '2024-01-01' FROM generate_series(1, 3) i; \
+         INSERT INTO tokens (user_id, token, created_at, used_at) \
+           SELECT 1 + i % 3, 't', d + make_interval(mins => i * 7), d + make_interval(mins => i * 7) \
+           FROM generate_series(0, 8) i, \
+                (VALUES ('2024-03-13'::timestamp), ('2024-03-14'), ('2024-03-15'), ('2024-03-16')) v(d)",
+    )
+    .unwrap();
+    refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
+    common::behind_the_triggers(
+        &mut conn,
+        "DELETE FROM tokens WHERE created_at < '2024-03-16'",
+    );
+    rebuild::stage(&mut conn, rebuild::Why::Asked, "t", None).unwrap();
+    refresh::set_thread_slice_keys(Some(1));
+    conn.batch_execute("SET DateStyle = 'SQL, MDY'").unwrap();
+    let step = |conn: &mut PgConnection| match refresh::run_in(conn, Mode::Incremental, "t", None)
+        .unwrap()
+    {
+        Outcome::Completed(run) => run.more,
+        // The last slice can take all that was left and still say more may be pending.
+        Outcome::Unchanged => false,
+        other => panic!("{other:?}"),
+    };
+    assert!(step(&mut conn), "the first slice leaves the rest");
+    conn.batch_execute("SET DateStyle = 'SQL, DMY'").unwrap();
+    let mut runs = 1;
+    while step(&mut conn) {
+        runs += 1;
+        assert!(runs < 10, "the slices never ended");
+    }
+    refresh::set_thread_slice_keys(None);
+    conn.batch_execute("SET DateStyle = 'ISO, MDY'").unwrap();
+    assert_eq!(days(&mut conn).len(), 1, "only the last day is left");
+    common::assert_rollups_match_definition(&mut conn);
+}
