@@ -23,6 +23,30 @@ fn users(conn: &mut PgConnection) -> BTreeMap<i32, i64> {
     users.into_iter().map(|u| (u.user_id, u.visits)).collect()
 }
 
+/// Members 1..=`members`, and `per_day` check-ins on each of `days`, member `1 + i % members`, seven minutes apart.
+fn members_checking_in(conn: &mut PgConnection, members: i32, per_day: i32, days: &[&str]) {
+    let days: Vec<String> = days.iter().map(|d| format!("('{d}'::timestamp)")).collect();
+    conn.batch_execute(&format!(
+        "INSERT INTO users (id, first_name, last_name, joined_at) \
+           SELECT i, 'F', 'L', '2024-01-01' FROM generate_series(1, {members}) i; \
+         INSERT INTO tokens (user_id, token, created_at, used_at) \
+           SELECT 1 + i % {members}, 't', d + make_interval(mins => i * 7), d + make_interval(mins => i * 7) \
+           FROM generate_series(0, {per_day} - 1) i, (VALUES {}) v(d)",
+        days.join(", ")
+    ))
+    .unwrap();
+}
+
+/// One incremental run; whether it says a backlog is left. The last slice can take all that was left and still
+/// say so: the run after it finds nothing.
+fn slice_step(conn: &mut PgConnection) -> bool {
+    match refresh::run_in(conn, Mode::Incremental, "t", None).unwrap() {
+        Outcome::Completed(run) => run.more,
+        Outcome::Unchanged => false,
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_checkin_behind_a_large_difference_goes_in_the_next_run_and_the_rest_follows_whole() {
     let db = migrated_db();
@@ -107,14 +131,7 @@ fn a_checkin_behind_a_large_difference_goes_in_the_next_run_and_the_rest_follows
 fn slices_go_on_from_the_last_key_and_wrap_around_to_a_newer_backlog() {
     let db = migrated_db();
     let mut conn = db.conn();
-    conn.batch_execute(
-        "INSERT INTO users (id, first_name, last_name, joined_at) \
-           SELECT i, 'F', 'L', '2024-01-01' FROM generate_series(1, 6) i; \
-         INSERT INTO tokens (user_id, token, created_at, used_at) \
-           SELECT 1 + i % 6, 't', d + make_interval(mins => i * 7), d + make_interval(mins => i * 7) \
-           FROM generate_series(0, 59) i, (VALUES ('2024-03-01'::timestamp), ('2024-03-02')) v(d)",
-    )
-    .unwrap();
+    members_checking_in(&mut conn, 6, 60, &["2024-03-01", "2024-03-02"]);
     refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
     common::behind_the_triggers(
         &mut conn,
@@ -123,13 +140,7 @@ fn slices_go_on_from_the_last_key_and_wrap_around_to_a_newer_backlog() {
     rebuild::stage(&mut conn, rebuild::Why::Asked, "t", None).unwrap();
     let before = users(&mut conn);
     refresh::set_thread_slice_keys(Some(2));
-    let step = |conn: &mut PgConnection| match refresh::run_in(conn, Mode::Incremental, "t", None)
-        .unwrap()
-    {
-        Outcome::Completed(run) => run.more,
-        other => panic!("a run with a backlog did nothing: {other:?}"),
-    };
-    assert!(step(&mut conn));
+    assert!(slice_step(&mut conn));
     let after_one = users(&mut conn);
     let moved: Vec<i32> = (1..=6).filter(|u| after_one[u] != before[u]).collect();
     assert_eq!(moved, [1, 2], "the first slice takes the lowest members");
@@ -139,14 +150,14 @@ fn slices_go_on_from_the_last_key_and_wrap_around_to_a_newer_backlog() {
         "DELETE FROM tokens WHERE user_id = 1 AND created_at >= '2024-03-02'",
     );
     rebuild::stage(&mut conn, rebuild::Why::Asked, "t", None).unwrap();
-    assert!(step(&mut conn));
+    assert!(slice_step(&mut conn));
     let after_two = users(&mut conn);
     let moved: Vec<i32> = (1..=6)
         .filter(|u| after_two.get(u) != after_one.get(u))
         .collect();
     assert_eq!(moved, [3, 4], "the next slice goes on after member 2");
     let mut runs = 2;
-    while step(&mut conn) {
+    while slice_step(&mut conn) {
         runs += 1;
         assert!(runs < 10, "the slices never ended");
     }
@@ -166,15 +177,7 @@ fn slices_go_on_from_the_last_key_and_wrap_around_to_a_newer_backlog() {
 fn the_first_slice_of_a_backlog_the_statistics_missed_analyses_the_change_rows() {
     let db = migrated_db();
     let mut conn = db.conn();
-    conn.batch_execute(
-        "INSERT INTO users (id, first_name, last_name, joined_at) \
-           SELECT i, 'F', 'L', '2024-01-01' FROM generate_series(1, 50) i; \
-         INSERT INTO tokens (user_id, token, created_at, used_at) \
-           SELECT 1 + i % 50, 't', '2024-03-01'::timestamp + make_interval(mins => i), \
-                  '2024-03-01'::timestamp + make_interval(mins => i) \
-           FROM generate_series(0, 499) i",
-    )
-    .unwrap();
+    members_checking_in(&mut conn, 50, 500, &["2024-03-01"]);
     refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
     conn.batch_execute("VACUUM ANALYZE rollup_changes").unwrap();
     let reltuples = |conn: &mut PgConnection| -> f64 {
@@ -217,15 +220,12 @@ fn the_first_slice_of_a_backlog_the_statistics_missed_analyses_the_change_rows()
 fn the_slice_cursor_survives_a_change_of_date_style() {
     let db = migrated_db();
     let mut conn = db.conn();
-    conn.batch_execute(
-        "INSERT INTO users (id, first_name, last_name, joined_at) \
-           SELECT i, 'F', 'L', '2024-01-01' FROM generate_series(1, 3) i; \
-         INSERT INTO tokens (user_id, token, created_at, used_at) \
-           SELECT 1 + i % 3, 't', d + make_interval(mins => i * 7), d + make_interval(mins => i * 7) \
-           FROM generate_series(0, 8) i, \
-                (VALUES ('2024-03-13'::timestamp), ('2024-03-14'), ('2024-03-15'), ('2024-03-16')) v(d)",
-    )
-    .unwrap();
+    members_checking_in(
+        &mut conn,
+        3,
+        9,
+        &["2024-03-13", "2024-03-14", "2024-03-15", "2024-03-16"],
+    );
     refresh::run(&mut conn, Mode::Incremental, "t").unwrap();
     common::behind_the_triggers(
         &mut conn,
@@ -234,18 +234,10 @@ fn the_slice_cursor_survives_a_change_of_date_style() {
     rebuild::stage(&mut conn, rebuild::Why::Asked, "t", None).unwrap();
     refresh::set_thread_slice_keys(Some(1));
     conn.batch_execute("SET DateStyle = 'SQL, MDY'").unwrap();
-    let step = |conn: &mut PgConnection| match refresh::run_in(conn, Mode::Incremental, "t", None)
-        .unwrap()
-    {
-        Outcome::Completed(run) => run.more,
-        // The last slice can take all that was left and still say more may be pending.
-        Outcome::Unchanged => false,
-        other => panic!("{other:?}"),
-    };
-    assert!(step(&mut conn), "the first slice leaves the rest");
+    assert!(slice_step(&mut conn), "the first slice leaves the rest");
     conn.batch_execute("SET DateStyle = 'SQL, DMY'").unwrap();
     let mut runs = 1;
-    while step(&mut conn) {
+    while slice_step(&mut conn) {
         runs += 1;
         assert!(runs < 10, "the slices never ended");
     }
