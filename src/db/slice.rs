@@ -45,10 +45,10 @@ pub fn over_budget(conn: &mut PgConnection, budget: i64) -> QueryResult<bool> {
 /// just counted (more than `budget` rows): a backlog arrives in one statement (a detached month, a rebuild's
 /// difference) into a queue table that autovacuum last saw nearly empty. With the table taken for one row, the
 /// slice's first statement joined its 5,000 members against every pending row in a nested loop over two
-/// sequential scans: 67-117 s for one run after a month of 10M check-ins by 1M members (~311,000 change rows) was
+/// sequential scans: 67-119 s for one run after a month of 10M check-ins by 1M members (~311,000 change rows) was
 /// detached by pg_partman or attached again, in three of six runs of `scripts/bench-scale`, while no check-in
-/// reached any replica (the plan was logged by `auto_explain`). `ANALYZE` reads a sample (~120 ms there) once per backlog; it waits behind an autovacuum of the
-/// table, which PostgreSQL cancels after `deadlock_timeout` (1 s).
+/// reached any replica (the plan was logged by `auto_explain`). `ANALYZE` reads a sample (~120 ms there) once per
+/// backlog; it waits behind an autovacuum of the table, which PostgreSQL cancels after `deadlock_timeout` (1 s).
 fn analyze_if_stale(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
     #[derive(QueryableByName)]
     struct Stats {
@@ -91,7 +91,8 @@ pub fn consume(conn: &mut PgConnection, budget: i64) -> QueryResult<()> {
          SET LOCAL random_page_cost = 1.1",
     )?;
     // The cursor is kept as an integer (a day as days since 2000-01-01), so that its text does not depend on the
-    // session's `DateStyle`. (The key type, how a key becomes that integer, and back, and the lowest key.)
+    // session's `DateStyle`. Per kind: the temp table, the key, the last key (`max_key`) as that integer, the
+    // integer as a key again (a prefix to the cast setting), and the lowest key.
     for (table, key, to_int, from_int, lowest) in [
         (
             "refresh_slice_days",
