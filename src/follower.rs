@@ -130,6 +130,13 @@ async fn sync(
             .get()
             .map_err(db::DbError::from)
             .and_then(|mut conn| writer.sync_from(&mut conn).map_err(db::DbError::from));
+        if matches!(
+            synced,
+            Ok(Synced::Patched | Synced::Reloaded | Synced::Replaced(_))
+        ) {
+            // The replaced snapshot is gone unless a response still holds it: give its pages back.
+            crate::memory::release_freed();
+        }
         (writer, synced)
     })
     .await;

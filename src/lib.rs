@@ -27,6 +27,7 @@ pub mod demo;
 pub mod follower;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 #[cfg(feature = "dev-tools")]
 pub mod pgtemp;
