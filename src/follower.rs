@@ -130,18 +130,18 @@ async fn sync(
             .get()
             .map_err(db::DbError::from)
             .and_then(|mut conn| writer.sync_from(&mut conn).map_err(db::DbError::from));
-        if matches!(
+        // The replaced snapshot is gone unless a response still holds it: give its pages back.
+        let trimmed = matches!(
             synced,
             Ok(Synced::Patched | Synced::Reloaded | Synced::Replaced(_))
-        ) {
-            // The replaced snapshot is gone unless a response still holds it: give its pages back.
-            crate::memory::release_freed();
-        }
-        (writer, synced)
+        )
+        .then(crate::memory::release_freed)
+        .flatten();
+        (writer, synced, trimmed)
     })
     .await;
-    let (writer, result) = match done {
-        Ok((w, r)) => (w, r),
+    let (writer, result, trimmed) = match done {
+        Ok((w, r, t)) => (w, r, t),
         Err(e) => {
             error!(log, "cache sync panicked: this replica stops following and will turn stale";
                 "error" => %e);
@@ -159,7 +159,8 @@ async fn sync(
         }
         Ok(Synced::Patched) => {
             debug!(log, "cache patched"; "run_id" => cache.run_id(), "notified" => notified,
-                "elapsed_ms" => started.elapsed().as_millis() as u64)
+                "elapsed_ms" => started.elapsed().as_millis() as u64,
+                "trim_us" => trimmed.map(|t| t.as_micros() as u64))
         }
         Ok(Synced::Touched) => {
             debug!(log, "cache vouched by a newer run"; "run_id" => cache.run_id())

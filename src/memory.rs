@@ -9,16 +9,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// At most one trim per this many milliseconds: a trim walks every arena's free lists (about a millisecond at 1M
-/// members), and a burst of patches frees little that the next one would not reuse.
+/// At most one trim per this many milliseconds: a trim walks every arena's free lists, and a burst of patches
+/// frees little that the next one would not reuse.
 const MIN_INTERVAL_MS: u64 = 1_000;
 
 /// When the last trim ran, in milliseconds since the epoch (0: never).
 static LAST_TRIM_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Returns freed memory to the system, unless that was done less than [`MIN_INTERVAL_MS`] ago. Call it after
-/// dropping a replaced snapshot, off the async threads (it may take a millisecond or two). Returns whether it ran.
-pub fn release_freed() -> bool {
+/// dropping a replaced snapshot, off the async threads. Returns how long the trim took, if it ran (the follower
+/// logs it with the patch at debug level).
+pub fn release_freed() -> Option<std::time::Duration> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -28,10 +29,11 @@ pub fn release_freed() -> bool {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
     {
-        return false;
+        return None;
     }
+    let started = std::time::Instant::now();
     trim();
-    true
+    Some(started.elapsed())
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -56,7 +58,7 @@ mod tests {
     fn trims_at_most_once_per_interval() {
         // The first call may find another test's trim within the interval; after a full interval one runs.
         std::thread::sleep(std::time::Duration::from_millis(MIN_INTERVAL_MS + 10));
-        assert!(release_freed());
-        assert!(!release_freed());
+        assert!(release_freed().is_some());
+        assert!(release_freed().is_none());
     }
 }
