@@ -7,7 +7,7 @@
 use crate::common;
 use crate::common::migrated_db;
 use coworking_analytics::cache::{CacheWriter, ReportCache, Synced};
-use coworking_analytics::refresh::{self, rebuild, Mode, Outcome};
+use coworking_analytics::refresh::{self, rebuild, Mode, Outcome, RefreshError};
 use diesel::connection::SimpleConnection;
 use diesel::PgConnection;
 use proptest::prelude::*;
@@ -376,7 +376,7 @@ fn concurrent_writers_and_refreshers_end_equal_to_a_full_recompute() {
                 // One refresher takes backlogs a slice of 3 rows at a time, between the other's runs.
                 refresh::set_thread_slice_keys((r == 0).then_some(3));
                 let mut conn = coworking_analytics::db::connect(&url).unwrap();
-                let (mut ran, mut skipped) = (0, 0);
+                let (mut ran, mut skipped, mut overtaken) = (0, 0, 0);
                 for turn in 0.. {
                     if done.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
@@ -389,13 +389,26 @@ fn concurrent_writers_and_refreshers_end_equal_to_a_full_recompute() {
                     } else {
                         Mode::Incremental
                     };
-                    match refresh::run(&mut conn, mode, "concurrent").unwrap() {
-                        Outcome::Completed(_) => ran += 1,
-                        Outcome::Skipped => skipped += 1,
-                        Outcome::Unchanged => {}
+                    match refresh::run(&mut conn, mode, "concurrent") {
+                        Ok(Outcome::Completed(_)) => ran += 1,
+                        Ok(Outcome::Skipped) => skipped += 1,
+                        Ok(Outcome::Unchanged) => {}
+                        // A run that recounts marks `rollup_rebuild_state`, which every staged rebuild's commit also
+                        // updates: here three writers stage rebuilds back to back, and a run can be overtaken on
+                        // all of its attempts (seen once in CI). It rolled back whole, like any failed run; the next
+                        // turn catches up, as the worker's next check does.
+                        Err(RefreshError::Database {
+                            source:
+                                diesel::result::Error::DatabaseError(
+                                    diesel::result::DatabaseErrorKind::SerializationFailure,
+                                    _,
+                                ),
+                            ..
+                        }) => overtaken += 1,
+                        Err(e) => panic!("{e}"),
                     }
                 }
-                (ran, skipped)
+                (ran, skipped, overtaken)
             })
         })
         .collect();
