@@ -167,12 +167,7 @@ pub async fn start_replica(url: &str) -> (Replica, Duration) {
     let mut command = Command::new(bin());
     command.env_clear();
     // These reach the replicas from the bench's environment (to compare slice sizes, allocator settings).
-    for name in [
-        "REFRESH_SLICE_KEYS",
-        "MALLOC_ARENA_MAX",
-        "MALLOC_MMAP_THRESHOLD_",
-        "MALLOC_TRIM_THRESHOLD_",
-    ] {
+    for name in ["REFRESH_SLICE_KEYS", "MALLOC_ARENA_MAX"] {
         if let Ok(value) = std::env::var(name) {
             command.env(name, value);
         }
