@@ -19,5 +19,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE
     ON daily_usage_rollup, user_visits_rollup, refresh_runs, refresh_writer, rollup_changes, rollup_partitions,
        rollup_deltas, checkin_quarters_rollup, rollup_rebuild_state
     TO coworking_app;
-GRANT SELECT ON rollup_partition_tree TO coworking_app;
+GRANT SELECT ON rollup_partition_tree, rollup_detached TO coworking_app;
+-- Counting a detached partition beside the refreshes (migration 17) reads the kept table with the owner's rights.
+GRANT EXECUTE ON FUNCTION rollup_count_detached(boolean), rollup_detached_rows() TO coworking_app;
 GRANT USAGE ON SEQUENCE refresh_runs_id_seq TO coworking_app;

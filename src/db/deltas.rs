@@ -124,6 +124,9 @@ pub struct Pending {
     /// the refreshes (`refresh::rebuild`).
     #[diesel(sql_type = Bool)]
     pub rebuild: bool,
+    /// Whether a detached partition waits to be counted (migration 17), which the rebuild's thread does first.
+    #[diesel(sql_type = Bool)]
+    pub detached: bool,
     /// Milliseconds since the newest successful run (by any writer) finished; `None` before the first.
     #[diesel(sql_type = Nullable<diesel::sql_types::Double>)]
     pub since_last_run_ms: Option<f64>,
@@ -136,6 +139,7 @@ pub fn check(conn: &mut PgConnection) -> QueryResult<Pending> {
     diesel::sql_query(
         "SELECT EXISTS (SELECT 1 FROM rollup_changes WHERE NOT full_rebuild) AS pending, \
            EXISTS (SELECT 1 FROM rollup_changes WHERE full_rebuild) AS rebuild, \
+           EXISTS (SELECT 1 FROM rollup_detached) AS detached, \
            (SELECT extract(epoch FROM clock_timestamp() - finished_at) * 1000 FROM refresh_runs \
             WHERE outcome = 'success' ORDER BY id DESC LIMIT 1)::float8 AS since_last_run_ms",
     )
@@ -148,7 +152,8 @@ pub struct Horizon {
     /// The newest successful run.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub latest_run: Option<i64>,
-    /// When the oldest change still waiting for a refresh was recorded (`None`: nothing waits).
+    /// When the oldest change still waiting for a refresh was recorded, or a partition whose rows are still to
+    /// be counted left the tree (`None`: nothing waits).
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub oldest_pending: Option<DateTime<Utc>>,
     #[diesel(sql_type = Timestamptz)]
@@ -163,7 +168,8 @@ pub struct Horizon {
 pub fn horizon(conn: &mut PgConnection, held: i64) -> QueryResult<Horizon> {
     diesel::sql_query(
         "SELECT (SELECT max(id) FROM refresh_runs WHERE outcome = 'success') AS latest_run, \
-                (SELECT min(recorded_at) FROM rollup_changes) AS oldest_pending, now() AS now, \
+                least((SELECT min(recorded_at) FROM rollup_changes), \
+                      (SELECT min(marked_at) FROM rollup_detached)) AS oldest_pending, now() AS now, \
                 (SELECT stamp FROM refresh_runs WHERE id = $1) AS held_stamp",
     )
     .bind::<BigInt, _>(held)

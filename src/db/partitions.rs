@@ -58,3 +58,31 @@ pub fn install_triggers(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
         diesel::sql_query("SELECT m AS name FROM rollup_capture_partitions() m").load(conn)?;
     Ok(rows.into_iter().map(|r| r.name).collect())
 }
+
+/// Counts the kept tables detached from the tree whose rows are not counted yet (migration 17) as change rows,
+/// in the caller's transaction; returns their sources (`partition <name> detached`). `wait`: wait for a table
+/// another session is counting (a run about to recount from the base tables must), else skip it.
+pub fn count_detached(conn: &mut PgConnection, wait: bool) -> QueryResult<Vec<String>> {
+    let rows: Vec<Member> = diesel::sql_query("SELECT s AS name FROM rollup_count_detached($1) s")
+        .bind::<diesel::sql_types::Bool, _>(wait)
+        .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.name).collect())
+}
+
+/// The detached tables waiting to be counted, oldest first, with when each left the tree.
+pub fn detached(
+    conn: &mut PgConnection,
+) -> QueryResult<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+    #[derive(QueryableByName)]
+    struct Marker {
+        #[diesel(sql_type = Text)]
+        source: String,
+        #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+        marked_at: chrono::DateTime<chrono::Utc>,
+    }
+    let rows: Vec<Marker> = diesel::sql_query(
+        "SELECT source, marked_at FROM rollup_detached ORDER BY marked_at, relid",
+    )
+    .load(conn)?;
+    Ok(rows.into_iter().map(|m| (m.source, m.marked_at)).collect())
+}

@@ -11,6 +11,8 @@
 //! What keeps that exact, given that runs keep committing while the recount reads S:
 //! - a run moves a change row into the rollups in one transaction, so `rollup + pending` of any snapshot is
 //!   consistent, and runs committed after S change `rollup + pending` exactly as they change the truth;
+//! - a detached partition not yet counted (migration 17) is pending too: its rows, negated, are among `pending(S)`
+//!   (`rollup_detached_rows`), and counting it later turns them into change rows without changing the sum;
 //! - the requests visible in S (`full_rebuild` rows) are deleted in the same transaction; later ones stay for the
 //!   next rebuild;
 //! - a run that recounts a count fixes that count's drift itself, so it must not also get the difference: such a
@@ -94,7 +96,8 @@ pub fn stage(conn: &mut PgConnection) -> QueryResult<Staged> {
     conn.batch_execute(
         "SET LOCAL max_parallel_workers_per_gather = 0; \
          CREATE TEMP TABLE rebuild_pending ON COMMIT DROP AS \
-           SELECT day, bucket, checkins_delta, user_id, visits_delta FROM rollup_changes WHERE NOT full_rebuild; \
+           SELECT day, bucket, checkins_delta, user_id, visits_delta FROM rollup_changes WHERE NOT full_rebuild \
+           UNION ALL SELECT * FROM rollup_detached_rows(); \
          CREATE TEMP TABLE rebuild_truth ON COMMIT DROP AS \
            SELECT date_bin('15 minutes', created_at, TIMESTAMP '2000-01-01') AS bucket, count(*)::int8 AS n \
            FROM tokens WHERE used_at IS NOT NULL GROUP BY 1; \

@@ -315,6 +315,11 @@ fn recompute(
     // Only a plain incremental run slices a backlog: a backfill and a verification read counts from the base
     // tables, which the changes left pending would then count twice.
     let slice = (mode == Mode::Incremental).then(slice_keys);
+    if mode != Mode::Incremental || in_lock {
+        // A recount from the base tables no longer sees a detached partition that the rollups still hold: count
+        // it first, here (waiting for one being counted beside), so that its rows are subtracted exactly once.
+        partitions::count_detached(conn, true)?;
+    }
     let consumed = incremental::consume_changes(conn, in_lock, slice)?;
     let tree_changed = partitions::changes(conn)?;
     partitions::record(conn)?;

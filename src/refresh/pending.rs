@@ -31,8 +31,8 @@ pub enum Due {
     Nothing,
 }
 
-/// Whether a refresh is due now, and whether a rebuild is requested (it runs beside the refreshes:
-/// [`super::rebuild`]).
+/// Whether a refresh is due now, and whether a rebuild is requested or a detached partition waits to be counted
+/// (both are done beside the refreshes: [`super::rebuild`]).
 pub fn due(
     conn: &mut PgConnection,
     check: Check,
@@ -52,5 +52,5 @@ pub fn due(
         }
         Check::Schedule => Due::Nothing,
     };
-    Ok((due, found.rebuild))
+    Ok((due, found.rebuild || found.detached))
 }

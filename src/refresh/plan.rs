@@ -22,6 +22,7 @@ pub fn dry_run(conn: &mut PgConnection, mode: Mode) -> diesel::QueryResult<Strin
             let _ = writeln!(out, "would request a rebuild, {why}: then {beside}");
         }
         let requested = pending.iter().any(|p| p.full_rebuild);
+        let detached = partitions::detached(conn)?;
         let _ = match (mode, requested) {
             (Mode::Full, _) => writeln!(out, "would {beside} (--full), after:"),
             (Mode::Verify(verify::Scope::All), _) => writeln!(out, "would {beside}, listing what differed (--verify), after:"),
@@ -41,9 +42,17 @@ pub fn dry_run(conn: &mut PgConnection, mode: Mode) -> diesel::QueryResult<Strin
                 out,
                 "would recompute every day from {from} to {to} and every user with a token created then, plus:"
             ),
-            (Mode::Incremental, _) if pending.is_empty() => writeln!(out, "nothing pending: would change nothing"),
+            (Mode::Incremental, _) if pending.is_empty() && detached.is_empty() => writeln!(out, "nothing pending: would change nothing"),
             (Mode::Incremental, _) => writeln!(out, "would apply the pending changes:"),
         };
+        for (source, at) in detached {
+            let _ = writeln!(
+                out,
+                "  {source} at {}: its rows are still counted in the rollups, and are counted as change rows \
+                 beside the refreshes",
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
         for p in &pending {
             let _ = writeln!(
                 out,

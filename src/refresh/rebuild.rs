@@ -7,6 +7,8 @@
 //! - `refresh --full` and `refresh --verify` (everything), which then wait for a run to apply it;
 //! - the one-shot `refresh` of a CronJob, when a rebuild is requested.
 //!
+//! The same two count a detached partition's rows beside the refreshes ([`count_detached`]) before anything else.
+//!
 //! [`run_drained`] repeats a run until a large difference (taken a slice per run, `db::slice`) is all applied.
 //!
 //! Only one rebuild runs at a time across the replicas (a transaction-scoped advisory lock, tried, never waited
@@ -20,7 +22,7 @@ use super::{run_in, Mode, Outcome, RefreshError, RunReport, WRITER_IDLE_LIMIT};
 use crate::db::queries::RecomputeCounts;
 use crate::db::rebuild::{self, Staged};
 use crate::db::writer::{self, End};
-use crate::db::{deltas, queries};
+use crate::db::{deltas, partitions, queries};
 
 /// Advisory-lock key of the rebuild ("rebuild!" in ASCII).
 pub const REBUILD_LOCK_KEY: i64 = 0x7265_6275_696c_6421;
@@ -70,6 +72,27 @@ pub fn stage(
     }
 }
 
+/// Counts the detached partitions waiting to be counted (migration 17) in a transaction of its own, which holds
+/// no lock on `tokens` and none of the writer's: its change rows are then applied a slice per run like any
+/// backlog. Skips a table another session is counting. Returns the sources counted.
+pub fn count_detached(
+    conn: &mut PgConnection,
+    local_timeout: Option<Duration>,
+) -> Result<Vec<String>, RefreshError> {
+    use diesel::Connection;
+    let clock = Instant::now();
+    conn.transaction(|conn| {
+        if let Some(timeout) = local_timeout {
+            writer::set_local_timeouts(conn, timeout)?;
+        }
+        partitions::count_detached(conn, false)
+    })
+    .map_err(|source| RefreshError::Database {
+        source,
+        elapsed_ms: clock.elapsed().as_millis(),
+    })
+}
+
 /// [`settle`] without a local timeout: the tests' and the benchmarks' way in (the service goes through the
 /// `Runner`).
 #[cfg(feature = "dev-tools")]
@@ -116,6 +139,7 @@ pub fn settle(
     host: &str,
     local_timeout: Option<Duration>,
 ) -> Result<(Outcome, Option<Rebuilt>), RefreshError> {
+    count_detached(conn, local_timeout)?;
     let outcome = run_drained(conn, mode, host, local_timeout)?;
     let requested = deltas::check(conn).map_err(|source| RefreshError::Database {
         source,

@@ -18,6 +18,7 @@ mod cli;
 mod config;
 mod consistency;
 mod deltas;
+mod detached;
 mod faults;
 mod formats;
 mod frozen_writer;

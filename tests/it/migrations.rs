@@ -81,6 +81,7 @@ fn up_creates_the_base_tables_exactly_as_the_old_scripts() {
             "refresh_writer",
             "rollup_changes",
             "rollup_deltas",
+            "rollup_detached",
             "rollup_partitions",
             "rollup_rebuild_state",
             "tokens",

@@ -20,7 +20,7 @@ const PARTITIONED_BASE: &str = "CREATE TABLE users (id SERIAL CONSTRAINT users_p
   INSERT INTO users (id, first_name, last_name, joined_at) SELECT i, 'F', 'L', '2023-01-01' FROM generate_series(1, 4) i";
 
 /// Three daily partitions of 2023-02-06..08, made before the first migrate.
-fn partitioned_db() -> (TestDb, PgConnection) {
+pub(crate) fn partitioned_db() -> (TestDb, PgConnection) {
     let db = empty_db();
     let mut conn = db.conn();
     conn.batch_execute(PARTITIONED_BASE).unwrap();
@@ -35,7 +35,7 @@ fn partitioned_db() -> (TestDb, PgConnection) {
 }
 
 #[derive(Debug, Clone)]
-enum Op {
+pub(crate) enum Op {
     /// Insert through the parent: (user, day, used).
     Parent(u8, u8, bool),
     /// Insert naming the day's partition.
@@ -49,6 +49,11 @@ enum Op {
     Truncate(u8),
     /// DETACH and DROP the day's partition (what retention does).
     DetachDrop(u8),
+    /// DETACH the day's partition and keep it under another name (pg_partman's default retention), to be counted
+    /// beside the refreshes (migration 17).
+    DetachKeep(u8),
+    /// Delete a user's tokens from every kept table (a write before or after it is counted).
+    DeleteKept(u8),
     /// Make the day's partition again if it is gone: empty, or attached with rows already in it.
     Recreate(u8, bool),
     Refresh,
@@ -65,12 +70,14 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (d.clone(), d.clone()).prop_map(|(a, b)| Op::Move(a, b)),
         1 => d.clone().prop_map(Op::Truncate),
         1 => d.clone().prop_map(Op::DetachDrop),
+        1 => d.clone().prop_map(Op::DetachKeep),
+        1 => (1u8..=4).prop_map(Op::DeleteKept),
         2 => (d, any::<bool>()).prop_map(|(d, x)| Op::Recreate(d, x)),
         2 => Just(Op::Refresh),
     ]
 }
 
-fn day(d: u8) -> String {
+pub(crate) fn day(d: u8) -> String {
     format!("2023-02-{:02}", 6 + d)
 }
 
@@ -91,7 +98,7 @@ fn used(d: u8, x: bool) -> String {
     }
 }
 
-fn apply(conn: &mut PgConnection, op: &Op) {
+pub(crate) fn apply(conn: &mut PgConnection, op: &Op) {
     match *op {
         Op::Parent(u, d, x) | Op::Partition(u, d, x) if !exists(conn, d) => {
             let _ = (u, x); // no partition for that day: the write has nowhere to go
@@ -135,6 +142,21 @@ fn apply(conn: &mut PgConnection, op: &Op) {
                 "ALTER TABLE tokens DETACH PARTITION tokens_d{d}; DROP TABLE tokens_d{d}"
             ))
             .unwrap(),
+        Op::DetachKeep(d) if exists(conn, d) => conn
+            .batch_execute(&format!(
+                "ALTER TABLE tokens DETACH PARTITION tokens_d{d}; \
+                 DO $$ BEGIN EXECUTE format('ALTER TABLE tokens_d{d} RENAME TO kept_%s', \
+                   'tokens_d{d}'::regclass::oid); END $$"
+            ))
+            .unwrap(),
+        Op::DeleteKept(u) => conn
+            .batch_execute(&format!(
+                "DO $$ DECLARE t text; BEGIN \
+                   FOR t IN SELECT relname FROM pg_class WHERE relname LIKE 'kept\\_%' AND relkind = 'r' LOOP \
+                     EXECUTE format('DELETE FROM %I WHERE user_id = {u}', t); \
+                   END LOOP; END $$"
+            ))
+            .unwrap(),
         Op::Recreate(d, with_rows) if !exists(conn, d) => {
             let bounds = format!("FROM ('{}') TO ('{}'::date + 1)", day(d), day(d));
             if with_rows {
@@ -158,7 +180,7 @@ fn apply(conn: &mut PgConnection, op: &Op) {
     }
 }
 
-fn refresh_and_check(conn: &mut PgConnection) {
+pub(crate) fn refresh_and_check(conn: &mut PgConnection) {
     let outcome = refresh::run(conn, Mode::Incremental, "test").unwrap();
     // Unchanged: nothing was captured and the partition tree is as recorded.
     assert!(

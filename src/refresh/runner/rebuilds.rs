@@ -29,6 +29,7 @@ impl Runner {
             .get()
             .map_err(|e| RunError::Db(DbError::from(e)))
             .and_then(|mut conn| {
+                self.count_detached(&mut conn)?;
                 Ok(crate::refresh::rebuild::stage(
                     &mut conn,
                     why,
@@ -51,6 +52,17 @@ impl Runner {
         }
         self.record_rebuild(&result);
         result
+    }
+
+    /// Counts the detached partitions waiting to be counted, and logs them.
+    fn count_detached(&self, conn: &mut diesel::PgConnection) -> Result<(), RunError> {
+        let clock = Instant::now();
+        let counted = crate::refresh::rebuild::count_detached(conn, self.local_timeout)?;
+        if !counted.is_empty() {
+            info!(self.log, "detached partitions counted: the next runs apply their rows";
+                "partitions" => counted.join(", "), "duration_ms" => clock.elapsed().as_millis() as u64);
+        }
+        Ok(())
     }
 
     pub(super) fn record_rebuild(&self, result: &Result<Rebuilt, RunError>) {

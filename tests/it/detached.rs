@@ -1,0 +1,193 @@
+//! A partition detached and kept (pg_partman's retention by default) is counted beside the refreshes, not in
+//! its DETACH's transaction (migration 17): what the DETACH leaves, and every way the kept table can be touched
+//! before it is counted (a write, an ATTACH back, a DROP, a rebuild's snapshot, a recount), each ending equal to
+//! the old SQL with the month subtracted once.
+
+use crate::common::assert_rollups_match_definition;
+use crate::partitions::{apply, day, partitioned_db, refresh_and_check, Op};
+use coworking_analytics::db::deltas;
+use coworking_analytics::db::verify::Scope;
+use coworking_analytics::refresh::{self, rebuild, Mode, Outcome};
+use diesel::connection::SimpleConnection;
+use diesel::{PgConnection, RunQueryDsl};
+
+fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+        "({sql})::int8"
+    )))
+    .get_result(conn)
+    .unwrap()
+}
+
+/// Change rows counted from tokens_d1, markers waiting, and the kept table's BEFORE trigger.
+fn state(conn: &mut PgConnection) -> (i64, i64, i64) {
+    (
+        count(
+            conn,
+            "SELECT count(*) FROM rollup_changes WHERE source = 'partition tokens_d1 detached'",
+        ),
+        count(conn, "SELECT count(*) FROM rollup_detached"),
+        count(
+            conn,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'rollup_count_detached'",
+        ),
+    )
+}
+
+/// Day 1 with three tokens of two users, refreshed.
+fn with_rows_on_day_1() -> (crate::common::TestDb, PgConnection) {
+    let (db, mut conn) = partitioned_db();
+    refresh_and_check(&mut conn);
+    for op in [
+        Op::Partition(1, 1, true),
+        Op::Parent(2, 1, true),
+        Op::Parent(2, 1, false),
+        Op::Parent(3, 2, true),
+        Op::Refresh,
+    ] {
+        apply(&mut conn, &op);
+    }
+    (db, conn)
+}
+
+const DETACH: &str = "ALTER TABLE tokens DETACH PARTITION tokens_d1";
+
+#[test]
+fn a_kept_detached_partition_is_a_marker_until_counted_beside_the_refreshes() {
+    let (_db, mut conn) = with_rows_on_day_1();
+    conn.batch_execute(DETACH).unwrap();
+    // The DETACH counted nothing: a marker and the kept table's trigger.
+    assert_eq!(state(&mut conn), (0, 1, 1));
+    // The replicas are told their data is not complete since then, and the worker to count it.
+    let horizon = deltas::horizon(&mut conn, 0).unwrap();
+    assert!(horizon.oldest_pending.is_some(), "{horizon:?}");
+    assert!(deltas::check(&mut conn).unwrap().detached);
+    let dry = refresh::dry_run(&mut conn, Mode::Incremental).unwrap();
+    assert!(
+        dry.contains("partition tokens_d1 detached at ") && dry.contains("still counted"),
+        "{dry}"
+    );
+    // Counted beside (what the worker's background thread does), in a transaction of its own.
+    let counted = rebuild::count_detached(&mut conn, None).unwrap();
+    assert_eq!(counted, vec!["partition tokens_d1 detached".to_string()]);
+    // One row per quarter hour with check-ins (2) and one per user (2), and the trigger gone with the marker.
+    assert_eq!(state(&mut conn), (4, 0, 0));
+    assert!(deltas::horizon(&mut conn, 0)
+        .unwrap()
+        .oldest_pending
+        .is_some());
+    refresh_and_check(&mut conn);
+    assert!(deltas::horizon(&mut conn, 0)
+        .unwrap()
+        .oldest_pending
+        .is_none());
+    // The one-shot `refresh` counts a waiting table itself.
+    conn.batch_execute("ALTER TABLE tokens DETACH PARTITION tokens_d2")
+        .unwrap();
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM rollup_detached"), 1);
+    refresh_and_check(&mut conn);
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM rollup_detached"), 0);
+}
+
+#[test]
+fn a_write_to_the_kept_table_counts_it_first() {
+    let (_db, mut conn) = with_rows_on_day_1();
+    conn.batch_execute(DETACH).unwrap();
+    // The DELETE's transaction counted the table as detached (the trigger stays, doing nothing from now on).
+    conn.batch_execute("DELETE FROM tokens_d1 WHERE user_id = 2")
+        .unwrap();
+    assert_eq!(state(&mut conn), (4, 0, 1));
+    conn.batch_execute(&format!(
+        "INSERT INTO tokens_d1 (user_id, token, created_at, used_at) VALUES (4, '1', '{0} 08:00', '{0} 08:01'); \
+         TRUNCATE tokens_d1",
+        day(1)
+    ))
+    .unwrap();
+    assert_eq!(state(&mut conn), (4, 0, 1));
+    refresh_and_check(&mut conn);
+}
+
+#[test]
+fn a_truncate_of_the_kept_table_counts_it_first() {
+    let (_db, mut conn) = with_rows_on_day_1();
+    conn.batch_execute(&format!("{DETACH}; TRUNCATE tokens_d1"))
+        .unwrap();
+    assert_eq!(state(&mut conn), (4, 0, 1));
+    refresh_and_check(&mut conn);
+}
+
+#[test]
+fn attached_back_before_it_was_counted_costs_nothing() {
+    let (_db, mut conn) = with_rows_on_day_1();
+    conn.batch_execute(DETACH).unwrap();
+    conn.batch_execute(&format!(
+        "ALTER TABLE tokens ATTACH PARTITION tokens_d1 FOR VALUES FROM ('{0}') TO ('{0}'::date + 1)",
+        day(1)
+    ))
+    .unwrap();
+    // Its rows never left the rollups: no marker, no trigger, no change rows either way.
+    assert_eq!(state(&mut conn), (0, 0, 0));
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM rollup_changes"), 0);
+    // And writes to it count again, through the parent and naming it.
+    apply(&mut conn, &Op::Parent(4, 1, true));
+    apply(&mut conn, &Op::DeletePartition(1, 1));
+    refresh_and_check(&mut conn);
+}
+
+#[test]
+fn a_drop_counts_the_kept_table_while_its_rows_can_still_be_read() {
+    let (_db, mut conn) = with_rows_on_day_1();
+    conn.batch_execute(DETACH).unwrap();
+    conn.batch_execute("DROP TABLE tokens_d1").unwrap();
+    assert_eq!(state(&mut conn), (4, 0, 0));
+    refresh_and_check(&mut conn);
+    // Detached and dropped in one transaction (pg_partman with retention_keep_table = false): counted there.
+    conn.batch_execute(
+        "BEGIN; ALTER TABLE tokens DETACH PARTITION tokens_d2; DROP TABLE tokens_d2; COMMIT",
+    )
+    .unwrap();
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM rollup_changes WHERE source = 'partition tokens_d2 detached'"
+        ),
+        2
+    );
+    refresh_and_check(&mut conn);
+}
+
+#[test]
+fn a_rebuild_whose_snapshot_holds_a_waiting_table_subtracts_it_once() {
+    let (_db, mut conn) = with_rows_on_day_1();
+    conn.batch_execute(DETACH).unwrap();
+    // The stage itself does not count the table: its snapshot sees the marker.
+    let rebuilt = rebuild::stage(&mut conn, rebuild::Why::Asked, "t", None).unwrap();
+    let rebuild::Rebuilt::Staged { staged, .. } = rebuilt else {
+        panic!("{rebuilt:?}");
+    };
+    assert_eq!(staged.repaired, 0, "{staged:?}");
+    assert_eq!(state(&mut conn), (0, 1, 1));
+    refresh_and_check(&mut conn);
+}
+
+#[test]
+fn a_recount_counts_a_waiting_table_first_and_repairs_nothing() {
+    let (_db, mut conn) = with_rows_on_day_1();
+    conn.batch_execute(DETACH).unwrap();
+    let outcome = refresh::run_drained(
+        &mut conn,
+        Mode::Verify(Scope::Days {
+            from: chrono::NaiveDate::from_ymd_opt(2023, 2, 6).unwrap(),
+            to: chrono::NaiveDate::from_ymd_opt(2023, 2, 8).unwrap(),
+        }),
+        "t",
+        None,
+    )
+    .unwrap();
+    let Outcome::Completed(report) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(report.repairs.is_empty(), "{:?}", report.repairs);
+    assert_eq!(state(&mut conn).1, 0);
+    assert_rollups_match_definition(&mut conn);
+}
