@@ -191,3 +191,38 @@ fn a_recount_counts_a_waiting_table_first_and_repairs_nothing() {
     assert_eq!(state(&mut conn).1, 0);
     assert_rollups_match_definition(&mut conn);
 }
+
+/// The service's own worker counts a waiting table on its background thread, and its runs apply the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_background_thread_counts_a_waiting_table() {
+    let (db, mut conn) = with_rows_on_day_1();
+    let app = crate::common::TestApp::new(&db.url).start().await;
+    let first = crate::common::wait_for_run(&app, 0).await;
+    conn.batch_execute(DETACH).unwrap();
+    let mut settled = false;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if count(
+            &mut conn,
+            "SELECT (SELECT count(*) FROM rollup_detached) + (SELECT count(*) FROM rollup_changes)",
+        ) == 0
+        {
+            settled = true;
+            break;
+        }
+    }
+    assert!(
+        settled,
+        "the detached table was not counted and applied within 10 s"
+    );
+    assert_rollups_match_definition(&mut conn);
+    let latest = count(
+        &mut conn,
+        "SELECT max(id) FROM refresh_runs WHERE outcome = 'success'",
+    );
+    assert!(latest > first);
+    while app.cache.run_id() < latest {
+        crate::common::wait_for_run(&app, app.cache.run_id()).await;
+    }
+    app.shutdown(std::time::Duration::from_secs(5)).await;
+}
