@@ -35,12 +35,12 @@ pub enum During {
     Partman,
 }
 
-/// Waits until no change row of `source LIKE pattern` (or a rebuild request, for `rebuild`) is left: the
-/// difference has landed in every slice.
+/// Waits until no change row of `source LIKE pattern` (or a rebuild request, for `rebuild`) is left, nor a
+/// detached partition waiting to be counted (migration 17): the difference has landed in every slice.
 pub async fn landed(conn: &mut diesel::PgConnection, what: &str) {
     let pending = match what {
         "rebuild" => "full_rebuild OR source = 'rebuild'",
-        _ => "source LIKE 'partition %'",
+        _ => "source LIKE 'partition %' OR EXISTS (SELECT 1 FROM rollup_detached)",
     };
     loop {
         // Every 100 ms, and only whether a row is left: counting a backlog of a million rows every 20 ms took a

@@ -185,7 +185,7 @@ pub struct Config {
     /// When more change rows are pending than this (a rebuild's difference, a detached partition), an incremental
     /// refresh applies those of this many members and days (whole, besides any a live write touched) and leaves
     /// the rest to the next runs, so check-ins keep reaching the replicas meanwhile.
-    #[arg(long, env = "REFRESH_SLICE_KEYS", default_value = "5000", value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, env = "REFRESH_SLICE_KEYS", default_value = "2000", value_parser = clap::value_parser!(i64).range(1..))]
     pub refresh_slice_keys: i64,
     /// When the worker verifies a sample of the rollups against the base tables (7 days and 1/168 of the users, rotating)
     /// and repairs any drift: cron with a leading seconds field, UTC.
