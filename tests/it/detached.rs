@@ -226,3 +226,39 @@ async fn the_workers_background_thread_counts_a_waiting_table() {
     }
     app.shutdown(std::time::Duration::from_secs(5)).await;
 }
+
+/// The hourly self-check sample would count a waiting table under the writer lock (seconds at a chain's size):
+/// it waits for the next hour instead, and the table stays for the background thread.
+#[test]
+fn the_self_check_sample_is_deferred_while_a_table_waits() {
+    use coworking_analytics::metrics::Metrics;
+    use std::sync::Arc;
+    let (db, mut conn) = with_rows_on_day_1();
+    let runner = refresh::Runner::new(
+        coworking_analytics::db::pool(
+            &db.url,
+            2,
+            std::time::Duration::from_secs(30),
+            coworking_analytics::db::PoolMode::Session,
+        ),
+        refresh::Caller::Worker,
+        Arc::new(Metrics::local()),
+        "t".into(),
+        coworking_analytics::logging::discard(),
+    );
+    conn.batch_execute(DETACH).unwrap();
+    let outcome = runner.verify_sample().unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Unchanged),
+        "a plain run with nothing captured: {outcome:?}"
+    );
+    assert_eq!(state(&mut conn), (0, 1, 1));
+    // Once it is counted, the sample runs again.
+    rebuild::count_detached(&mut conn, None).unwrap();
+    let outcome = runner.verify_sample().unwrap();
+    let Outcome::Completed(report) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(matches!(report.mode, Mode::Verify(_)), "{:?}", report.mode);
+    assert_rollups_match_definition(&mut conn);
+}
