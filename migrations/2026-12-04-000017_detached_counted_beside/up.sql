@@ -68,14 +68,23 @@ BEGIN
     RETURN why;
 END $$;
 
--- Counts every pending table, oldest first; `wait`: wait for one another session is counting (else skip it).
--- Returns the sources counted.
+-- Counts every pending table, oldest first; `wait`: wait for one another session is counting or an ATTACH or
+-- DROP holds (else skip it). Returns the sources counted. The table is locked before its marker, as an ATTACH
+-- back (the table, then the marker in its event trigger) does: in the other order the two would deadlock.
 CREATE FUNCTION rollup_count_detached(wait boolean) RETURNS SETOF text LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     m record;
 BEGIN
     FOR m IN SELECT relid FROM rollup_detached ORDER BY marked_at, relid LOOP
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_class WHERE oid = m.relid::oid) THEN
+                EXECUTE format('LOCK TABLE %s IN ACCESS SHARE MODE%s', m.relid::oid::regclass,
+                               CASE WHEN wait THEN '' ELSE ' NOWAIT' END);
+            END IF;
+        EXCEPTION WHEN lock_not_available OR undefined_table THEN
+            CONTINUE;
+        END;
         IF wait THEN
             PERFORM 1 FROM rollup_detached WHERE relid = m.relid FOR UPDATE;
         ELSE

@@ -262,3 +262,37 @@ fn the_self_check_sample_is_deferred_while_a_table_waits() {
     assert!(matches!(report.mode, Mode::Verify(_)), "{:?}", report.mode);
     assert_rollups_match_definition(&mut conn);
 }
+
+/// An ATTACH back while the table is being counted waits for the count, then counts the rows back in.
+#[test]
+fn an_attach_back_during_the_count_waits_for_it_and_adds_the_rows_back() {
+    let (db, mut conn) = with_rows_on_day_1();
+    conn.batch_execute(DETACH).unwrap();
+    conn.batch_execute("BEGIN; SELECT rollup_count_detached(true)")
+        .unwrap();
+    let url = db.url.clone();
+    let attach = std::thread::spawn(move || {
+        let mut other = coworking_analytics::db::connect(&url).unwrap();
+        other
+            .batch_execute(&format!(
+                "ALTER TABLE tokens ATTACH PARTITION tokens_d1 FOR VALUES FROM ('{0}') TO ('{0}'::date + 1)",
+                day(1)
+            ))
+            .unwrap();
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !attach.is_finished(),
+        "the ATTACH did not wait for the count"
+    );
+    conn.batch_execute("COMMIT").unwrap();
+    attach.join().unwrap();
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM rollup_changes WHERE source = 'partition tokens_d1 attached'"
+        ),
+        4
+    );
+    refresh_and_check(&mut conn);
+}
