@@ -139,7 +139,23 @@ BEGIN
             END IF;
             PERFORM rollup_count_marked(m.relid, true);
         END LOOP;
-    ELSIF (SELECT relkind FROM pg_class WHERE oid = part) = 'r' AND has_table_privilege(part, 'TRIGGER') THEN
+        PERFORM rollup_partition_rows_now(part, sign, why);
+        RETURN;
+    END IF;
+    -- Left the tree: its capture triggers go (they capture nothing outside the tree, and from PostgreSQL 16 on a
+    -- trigger with transition tables keeps a table from becoming a partition again: "trigger
+    -- rollup_capture_delete prevents table ... from becoming a partition"). An ATTACH puts them back.
+    FOR m IN SELECT part AS relid UNION SELECT t.relid FROM pg_partition_tree(part) t LOOP
+        BEGIN
+            EXECUTE format('DROP TRIGGER IF EXISTS rollup_capture_insert ON %1$s; '
+                           'DROP TRIGGER IF EXISTS rollup_capture_delete ON %1$s; '
+                           'DROP TRIGGER IF EXISTS rollup_capture_update ON %1$s; '
+                           'DROP TRIGGER IF EXISTS rollup_capture_truncate ON %1$s', m.relid::regclass);
+        EXCEPTION WHEN insufficient_privilege THEN
+            NULL;
+        END;
+    END LOOP;
+    IF (SELECT relkind FROM pg_class WHERE oid = part) = 'r' AND has_table_privilege(part, 'TRIGGER') THEN
         EXECUTE format('CREATE TRIGGER rollup_count_detached BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
                        'FOR EACH STATEMENT EXECUTE FUNCTION rollup_detached_write()', part);
         INSERT INTO rollup_detached (relid, source) VALUES (part::oid::int8, why);

@@ -34,6 +34,14 @@ fn state(conn: &mut PgConnection) -> (i64, i64, i64) {
     )
 }
 
+/// The capture triggers on tokens_d1.
+fn capture_triggers(conn: &mut PgConnection) -> i64 {
+    count(
+        conn,
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'tokens_d1'::regclass AND tgname LIKE 'rollup_capture%'",
+    )
+}
+
 /// Day 1 with three tokens of two users, refreshed.
 fn with_rows_on_day_1() -> (crate::common::TestDb, PgConnection) {
     let (db, mut conn) = partitioned_db();
@@ -56,8 +64,9 @@ const DETACH: &str = "ALTER TABLE tokens DETACH PARTITION tokens_d1";
 fn a_kept_detached_partition_is_a_marker_until_counted_beside_the_refreshes() {
     let (_db, mut conn) = with_rows_on_day_1();
     conn.batch_execute(DETACH).unwrap();
-    // The DETACH counted nothing: a marker and the kept table's trigger.
+    // The DETACH counted nothing: a marker and the kept table's trigger, and its capture triggers are gone.
     assert_eq!(state(&mut conn), (0, 1, 1));
+    assert_eq!(capture_triggers(&mut conn), 0);
     // The replicas are told their data is not complete since then, and the worker to count it.
     let horizon = deltas::horizon(&mut conn, 0).unwrap();
     assert!(horizon.oldest_pending.is_some(), "{horizon:?}");
@@ -125,8 +134,10 @@ fn attached_back_before_it_was_counted_costs_nothing() {
         day(1)
     ))
     .unwrap();
-    // Its rows never left the rollups: no marker, no trigger, no change rows either way.
+    // Its rows never left the rollups: no marker, no trigger, no change rows either way; its capture triggers,
+    // dropped by the DETACH (from PostgreSQL 16 on, they would keep it from becoming a partition again), are back.
     assert_eq!(state(&mut conn), (0, 0, 0));
+    assert_eq!(capture_triggers(&mut conn), 4);
     assert_eq!(count(&mut conn, "SELECT count(*) FROM rollup_changes"), 0);
     // And writes to it count again, through the parent and naming it.
     apply(&mut conn, &Op::Parent(4, 1, true));
