@@ -38,16 +38,21 @@ pub enum During {
 /// Waits until no change row of `source LIKE pattern` (or a rebuild request, for `rebuild`) is left, nor a
 /// detached partition waiting to be counted (migration 17): the difference has landed in every slice.
 pub async fn landed(conn: &mut diesel::PgConnection, what: &str) {
-    let pending = match what {
-        "rebuild" => "full_rebuild OR source = 'rebuild'",
-        _ => "source LIKE 'partition %' OR EXISTS (SELECT 1 FROM rollup_detached)",
+    let (pending, markers) = match what {
+        "rebuild" => ("full_rebuild OR source = 'rebuild'", "0"),
+        _ => (
+            "source LIKE 'partition %'",
+            "(SELECT count(*) FROM (SELECT 1 FROM rollup_detached LIMIT 1) y)",
+        ),
     };
     loop {
         // Every 100 ms, and only whether a row is left: counting a backlog of a million rows every 20 ms took a
         // core from the database the phase measures.
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // The markers are asked on their own: inside `FROM rollup_changes`, an empty queue (between the `DETACH`
+        // and its count, once the live rows are consumed) answered 0 however many markers waited.
         let sql = format!(
-            "(SELECT count(*) FROM (SELECT 1 FROM rollup_changes WHERE {pending} LIMIT 1) x)"
+            "((SELECT count(*) FROM (SELECT 1 FROM rollup_changes WHERE {pending} LIMIT 1) x) + {markers})"
         );
         if db_counter(conn, &sql) == 0 {
             return;

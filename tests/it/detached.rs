@@ -307,3 +307,64 @@ fn an_attach_back_during_the_count_waits_for_it_and_adds_the_rows_back() {
     );
     refresh_and_check(&mut conn);
 }
+
+/// What `deltas::horizon` reports as the oldest pending moment, computed the plain way.
+fn oldest_pending_plainly(conn: &mut PgConnection) -> Option<chrono::DateTime<chrono::Utc>> {
+    diesel::select(diesel::dsl::sql::<
+        diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+    >(
+        "least((SELECT min(recorded_at) FROM rollup_changes), (SELECT min(marked_at) FROM rollup_detached))",
+    ))
+    .get_result(conn)
+    .unwrap()
+}
+
+/// Asserts the horizon's oldest pending moment is the plain one, and something; returns it.
+fn horizon_is_plain(conn: &mut PgConnection) -> chrono::DateTime<chrono::Utc> {
+    let h = deltas::horizon(conn, 0).unwrap().oldest_pending;
+    assert_eq!(h, oldest_pending_plainly(conn));
+    h.expect("something pending")
+}
+
+#[test]
+fn the_horizon_is_the_oldest_change_or_marker_also_while_a_count_is_in_progress() {
+    let (db, mut conn) = with_rows_on_day_1();
+    let marked_at = |conn: &mut PgConnection| {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
+            "(SELECT marked_at FROM rollup_detached)",
+        ))
+        .get_result::<chrono::DateTime<chrono::Utc>>(conn)
+        .unwrap()
+    };
+    // A check-in still pending, recorded before the DETACH: it is the oldest.
+    apply(&mut conn, &Op::Parent(1, 2, true));
+    conn.batch_execute(DETACH).unwrap();
+    let oldest = horizon_is_plain(&mut conn);
+    assert!(oldest < marked_at(&mut conn));
+    // A count in progress in another session (its rows not committed), and a check-in after the marker.
+    let mut counting = db.conn();
+    counting
+        .batch_execute("BEGIN; SELECT rollup_count_detached(false)")
+        .unwrap();
+    apply(&mut conn, &Op::Parent(2, 0, true));
+    assert_eq!(horizon_is_plain(&mut conn), oldest);
+    counting.batch_execute("COMMIT").unwrap();
+    assert_eq!(horizon_is_plain(&mut conn), oldest);
+    refresh_and_check(&mut conn);
+    assert_eq!(deltas::horizon(&mut conn, 0).unwrap().oldest_pending, None);
+    // Nothing pending, then a DETACH: the marker is the oldest, before, during and after a count in progress.
+    conn.batch_execute("ALTER TABLE tokens DETACH PARTITION tokens_d2")
+        .unwrap();
+    let marker = marked_at(&mut conn);
+    assert_eq!(horizon_is_plain(&mut conn), marker);
+    counting
+        .batch_execute("BEGIN; SELECT rollup_count_detached(false)")
+        .unwrap();
+    apply(&mut conn, &Op::Parent(3, 0, true));
+    assert_eq!(horizon_is_plain(&mut conn), marker);
+    counting.batch_execute("COMMIT").unwrap();
+    horizon_is_plain(&mut conn);
+    refresh_and_check(&mut conn);
+    assert_eq!(deltas::horizon(&mut conn, 0).unwrap().oldest_pending, None);
+    assert_rollups_match_definition(&mut conn);
+}
