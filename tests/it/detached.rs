@@ -326,6 +326,22 @@ fn horizon_is_plain(conn: &mut PgConnection) -> chrono::DateTime<chrono::Utc> {
     h.expect("something pending")
 }
 
+/// Starts counting the waiting tables in `counting` (not committed), records a check-in of `user` on day 0, and
+/// returns the horizon's oldest pending moment then (asserted plain); commits the count.
+fn during_a_count(
+    conn: &mut PgConnection,
+    counting: &mut PgConnection,
+    user: u8,
+) -> chrono::DateTime<chrono::Utc> {
+    counting
+        .batch_execute("BEGIN; SELECT rollup_count_detached(false)")
+        .unwrap();
+    apply(conn, &Op::Parent(user, 0, true));
+    let during = horizon_is_plain(conn);
+    counting.batch_execute("COMMIT").unwrap();
+    during
+}
+
 #[test]
 fn the_horizon_is_the_oldest_change_or_marker_also_while_a_count_is_in_progress() {
     let (db, mut conn) = with_rows_on_day_1();
@@ -343,12 +359,7 @@ fn the_horizon_is_the_oldest_change_or_marker_also_while_a_count_is_in_progress(
     assert!(oldest < marked_at(&mut conn));
     // A count in progress in another session (its rows not committed), and a check-in after the marker.
     let mut counting = db.conn();
-    counting
-        .batch_execute("BEGIN; SELECT rollup_count_detached(false)")
-        .unwrap();
-    apply(&mut conn, &Op::Parent(2, 0, true));
-    assert_eq!(horizon_is_plain(&mut conn), oldest);
-    counting.batch_execute("COMMIT").unwrap();
+    assert_eq!(during_a_count(&mut conn, &mut counting, 2), oldest);
     assert_eq!(horizon_is_plain(&mut conn), oldest);
     refresh_and_check(&mut conn);
     assert_eq!(deltas::horizon(&mut conn, 0).unwrap().oldest_pending, None);
@@ -357,12 +368,7 @@ fn the_horizon_is_the_oldest_change_or_marker_also_while_a_count_is_in_progress(
         .unwrap();
     let marker = marked_at(&mut conn);
     assert_eq!(horizon_is_plain(&mut conn), marker);
-    counting
-        .batch_execute("BEGIN; SELECT rollup_count_detached(false)")
-        .unwrap();
-    apply(&mut conn, &Op::Parent(3, 0, true));
-    assert_eq!(horizon_is_plain(&mut conn), marker);
-    counting.batch_execute("COMMIT").unwrap();
+    assert_eq!(during_a_count(&mut conn, &mut counting, 3), marker);
     horizon_is_plain(&mut conn);
     refresh_and_check(&mut conn);
     assert_eq!(deltas::horizon(&mut conn, 0).unwrap().oldest_pending, None);
