@@ -10,6 +10,7 @@ Usage: check_deploy.py ROOT            check the repository at ROOT
 """
 import copy
 import functools
+import os
 import pathlib
 import re
 import shutil
@@ -26,12 +27,12 @@ SEMVER = r"[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?"
 @functools.cache
 def binary_variables(root):
     """What the binary reads: `coworking-analytics variables`, generated from its clap declarations (run in the
-    project, also when checking a mutated copy of its deployment files)."""
+    project, also when checking a mutated copy of its deployment files). scripts/test names the developer build
+    in COWORKING_BIN: a `cargo run` here would build again in target/debug while the image's build is checked."""
     root = pathlib.Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        ["cargo", "run", "--quiet", "--locked", "--bin", "coworking-analytics", "--", "variables"],
-        cwd=root, check=True, capture_output=True, text=True,
-    ).stdout
+    given = os.environ.get("COWORKING_BIN")
+    command = [given] if given else ["cargo", "run", "--quiet", "--locked", "--bin", "coworking-analytics", "--"]
+    out = subprocess.run(command + ["variables"], cwd=root, check=True, capture_output=True, text=True).stdout
     names = set(out.split())
     if not names or not all(re.fullmatch(r"[A-Z0-9_]+", n) for n in names):
         raise SystemExit(f"coworking-analytics variables printed {out!r}")
