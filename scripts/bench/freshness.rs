@@ -32,7 +32,8 @@ use coworking_analytics::db;
 use coworking_analytics::pgtemp::TempPostgres;
 use coworking_analytics::refresh::{self, Mode};
 use coworking_analytics::seed::{self, SeedParams};
-use live::{connect_writer, print_inserts, start_replica, write, write_phase, During, Window};
+use live::phase::{write_phase, During};
+use live::{connect_writer, print_inserts, start_replica, write, Window};
 use std::time::{Duration, Instant};
 
 async fn data_set(tokens: u64, users: u32, write_secs: u64, idle_secs: u64, rebuilds_only: bool) {

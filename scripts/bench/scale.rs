@@ -34,7 +34,8 @@ use coworking_analytics::pgtemp::TempPostgres;
 use coworking_analytics::refresh::{self, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
-use live::{bin, db_counter, rss_mib, start_replica, write_phase, During, Phase, DAY};
+use live::phase::{landed, write_phase, During, Phase};
+use live::{bin, db_counter, rss_mib, start_replica, DAY};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -288,7 +289,7 @@ async fn main() {
         if let Some(part) = &phase.detached {
             let t = Instant::now();
             changes::reattach(&mut conn, part);
-            live::landed(&mut conn, "partition").await;
+            landed(&mut conn, "partition").await;
             println!(
                 "  attached {} again; its rows landed after {:.1} s",
                 part.0,

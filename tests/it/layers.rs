@@ -290,7 +290,9 @@ fn the_checker_sees_a_cycle_through_super_and_crate_paths() {
     assert!(cycle(&g).is_none());
 }
 
-/// Files of `src/` over this many lines (the house rule is "about 400"; jwt.rs once crept to 405 unnoticed).
+/// Rust files over this many lines, in `src/`, `tests/` and `scripts/` (the house rule is "about 400"; jwt.rs once
+/// crept to 405 unnoticed, and the benchmarks' live.rs to 500 and three test files past 400 while only `src/` was
+/// checked).
 const MAX_LINES: usize = 400;
 
 fn long_files(root: &Path) -> Vec<(String, usize)> {
@@ -314,7 +316,11 @@ fn long_files(root: &Path) -> Vec<(String, usize)> {
 
 #[test]
 fn no_source_file_is_over_400_lines() {
-    let long = long_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let long: Vec<_> = ["src", "tests", "scripts"]
+        .iter()
+        .flat_map(|dir| long_files(&root.join(dir)))
+        .collect();
     assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
 }
 

@@ -10,6 +10,7 @@
 mod access_support;
 mod common;
 mod metrics_support;
+mod raw_http;
 
 mod access;
 
@@ -17,6 +18,7 @@ mod bad_input;
 mod cli;
 mod config;
 mod consistency;
+mod cors;
 mod deltas;
 mod detached;
 mod faults;
@@ -49,4 +51,5 @@ mod slices;
 mod tls;
 mod tokens;
 mod verify;
+mod writers;
 mod zones;
