@@ -22,4 +22,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE
 GRANT SELECT ON rollup_partition_tree, rollup_detached TO coworking_app;
 -- Counting a detached partition beside the refreshes (migration 17) reads the kept table with the owner's rights.
 GRANT EXECUTE ON FUNCTION rollup_count_detached(boolean), rollup_detached_rows() TO coworking_app;
+-- A recount while a detached partition waits adds its rows back (migration 18), read with the owner's rights.
+GRANT EXECUTE ON FUNCTION rollup_detached_day_checkins(date), rollup_detached_quarters(date),
+    rollup_detached_user_visits(integer) TO coworking_app;
 GRANT USAGE ON SEQUENCE refresh_runs_id_seq TO coworking_app;

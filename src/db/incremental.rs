@@ -9,7 +9,8 @@
 //! over two years) and of each named user (thousands for a regular), per refresh; a delta costs one row.
 //! Days (with their quarter hours) and users are recounted from the base tables for a `--from/--to` backfill,
 //! and whenever a delta would make a count negative (which only a write made with the triggers disabled can
-//! cause).
+//! cause). Such a recount adds back the rows of detached tables still waiting to be counted (migration 18): the
+//! rollups hold them until those tables' change rows subtract them.
 
 use chrono::NaiveDate;
 use diesel::connection::SimpleConnection;
@@ -121,7 +122,15 @@ pub fn apply_changes(
     // The named rows are looked up one by one through the primary keys (scalar subqueries, `= ANY(ARRAY(..))`):
     // a join would let the planner hash the whole rollup and users tables (100,000 rows at 10M tokens), making
     // the cost grow with the data rather than with the changes.
-    conn.batch_execute(
+    // A recount reads `tokens`, which no longer holds a detached table still waiting to be counted (migration 17)
+    // while the rollups do: its rows are added back (migration 18), and its change rows subtract them later.
+    // Without a waiting table (nearly always) the statements name no function of migration 18.
+    let waiting = diesel::select(diesel::dsl::sql::<Bool>(
+        "EXISTS (SELECT 1 FROM rollup_detached)",
+    ))
+    .get_result::<bool>(conn)?;
+    let back = |sql: &'static str| if waiting { sql } else { "" };
+    conn.batch_execute(&format!(
         "CREATE TEMP TABLE refresh_day_rows ON COMMIT DROP AS \
            SELECT d.day, d.recount, \
              coalesce((SELECT r.checkins FROM daily_usage_rollup r WHERE r.day = d.day), 0) + d.delta AS n \
@@ -129,16 +138,21 @@ pub fn apply_changes(
          UPDATE refresh_day_rows x SET recount = true, n = ( \
              SELECT count(*) FROM tokens t \
              WHERE t.created_at >= x.day AND t.created_at < x.day + 1 AND t.used_at IS NOT NULL) \
+{day_back} \
          WHERE x.recount OR x.n < 0; \
          DELETE FROM daily_usage_rollup WHERE day = ANY (ARRAY(SELECT day FROM refresh_days)); \
          INSERT INTO daily_usage_rollup (day, checkins) SELECT day, n FROM refresh_day_rows WHERE n > 0",
-    )?;
+        day_back = back(" + rollup_detached_day_checkins(x.day)"),
+    ))?;
     let days: Counted = diesel::sql_query(
         "SELECT count(*)::int8 AS n, (coalesce(sum(n) FILTER (WHERE recount), 0) + count(*))::int8 AS rows \
          FROM refresh_day_rows",
     )
     .get_result(conn)?;
-    apply_quarters(conn)?;
+    apply_quarters(
+        conn,
+        back(" UNION ALL SELECT w.bucket, w.n FROM rollup_detached_quarters(d.day) w"),
+    )?;
 
     // Users: deltas, and full recounts for the backfill range and for anything inconsistent.
     diesel::sql_query(
@@ -156,19 +170,21 @@ pub fn apply_changes(
     // month): with the temp table's statistics the planner looks them up one by one through the primary keys in
     // the first case and hashes in the second (0.4 ms to analyse a few rows; 66,000 users: 151 ms instead of
     // 450 ms one by one).
-    conn.batch_execute(
+    conn.batch_execute(&format!(
         "ANALYZE refresh_users; \
          CREATE TEMP TABLE refresh_user_rows ON COMMIT DROP AS \
            SELECT u.user_id, u.recount, coalesce(r.visits, 0) + u.delta AS visits, usr.joined_at \
            FROM refresh_users u LEFT JOIN user_visits_rollup r ON r.user_id = u.user_id \
              LEFT JOIN users usr ON usr.id = u.user_id; \
-         UPDATE refresh_user_rows x SET visits = (SELECT count(*) FROM tokens t WHERE t.user_id = x.user_id), \
+         UPDATE refresh_user_rows x SET visits = (SELECT count(*) FROM tokens t WHERE t.user_id = x.user_id) \
+{user_back}, \
            recount = true \
          WHERE x.recount OR x.visits < 0; \
          DELETE FROM user_visits_rollup WHERE user_id = ANY (ARRAY(SELECT user_id FROM refresh_users)); \
          INSERT INTO user_visits_rollup (user_id, joined_at, visits) \
            SELECT user_id, joined_at, visits FROM refresh_user_rows WHERE visits > 0",
-    )?;
+        user_back = back(" + rollup_detached_user_visits(x.user_id)"),
+    ))?;
     let users: Counted = diesel::sql_query(
         "SELECT count(*)::int8 AS n, coalesce(sum(visits) FILTER (WHERE recount), 0)::int8 + count(*) AS rows \
          FROM refresh_user_rows",
@@ -194,9 +210,9 @@ pub fn apply_changes(
 /// The quarter-hour buckets (migration 10), after the days: exact deltas, except on the days recounted above, on
 /// days named by a change row without a bucket (recorded before migration 10) and on days where a delta would
 /// make a bucket negative, whose buckets are all recounted. The new values land in `refresh_quarter_rows` (0: the
-/// bucket is gone), which the delta log reads.
-fn apply_quarters(conn: &mut PgConnection) -> QueryResult<()> {
-    conn.batch_execute(
+/// bucket is gone), which the delta log reads. `waiting_rows`: what to add to a recount (see [`apply_changes`]).
+fn apply_quarters(conn: &mut PgConnection, waiting_rows: &str) -> QueryResult<()> {
+    conn.batch_execute(&format!(
         "CREATE TEMP TABLE refresh_quarter_rows ON COMMIT DROP AS \
            SELECT q.bucket, \
              coalesce((SELECT r.checkins FROM checkin_quarters_rollup r WHERE r.bucket = q.bucket), 0) + q.delta AS n \
@@ -214,10 +230,11 @@ fn apply_quarters(conn: &mut PgConnection) -> QueryResult<()> {
              UNION ALL \
              SELECT date_bin('15 minutes', t.created_at, TIMESTAMP '2000-01-01'), count(*) FROM tokens t \
              WHERE t.created_at >= d.day AND t.created_at < d.day + 1 AND t.used_at IS NOT NULL GROUP BY 1 \
+{waiting_rows} \
            ) x GROUP BY x.bucket; \
          DELETE FROM checkin_quarters_rollup WHERE bucket = ANY (ARRAY(SELECT bucket FROM refresh_quarter_rows)); \
-         INSERT INTO checkin_quarters_rollup (bucket, checkins) SELECT bucket, n FROM refresh_quarter_rows WHERE n > 0",
-    )
+         INSERT INTO checkin_quarters_rollup (bucket, checkins) SELECT bucket, n FROM refresh_quarter_rows WHERE n > 0"
+    ))
 }
 
 /// One line of the dry-run view: what a kind of statement left pending.

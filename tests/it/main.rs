@@ -21,6 +21,7 @@ mod consistency;
 mod cors;
 mod deltas;
 mod detached;
+mod detached_recount;
 mod faults;
 mod formats;
 mod frozen_writer;
