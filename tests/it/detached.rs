@@ -11,7 +11,7 @@ use coworking_analytics::refresh::{self, rebuild, Mode, Outcome};
 use diesel::connection::SimpleConnection;
 use diesel::{PgConnection, RunQueryDsl};
 
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+pub(crate) fn count(conn: &mut PgConnection, sql: &str) -> i64 {
     diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
         "({sql})::int8"
     )))
